@@ -1,0 +1,132 @@
+"""API keys and the accounts that own them.
+
+Keys are 32 random bytes shown once; the database keeps their SHA-256 (a key is high-entropy, so
+a fast hash is the right one) and a short prefix for display. Authentication is on the hot path,
+so verified keys are cached in memory for a few seconds; a revocation made in this process
+clears the cache at once, one made elsewhere takes effect within ``ttl``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from imagegate.core.errors import AuthenticationFailed, PermissionDenied
+from imagegate.db.models import Account, ApiKey
+
+KEY_PREFIX = "ig-"
+
+
+def new_id(kind: str) -> str:
+    return f"{kind}_{uuid.uuid4().hex[:24]}"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_webhook_secret() -> str:
+    """Standard Webhooks symmetric secret: ``whsec_`` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the verified key and the facts about it the gateway needs."""
+
+    key_id: str
+    account_id: str
+    models: frozenset[str] | None
+    rpm: int | None
+    unlimited: bool
+
+    def require_model(self, model: str) -> None:
+        if self.models is not None and model not in self.models:
+            raise PermissionDenied(f"This API key may not use the model {model!r}.", param="model")
+
+
+@dataclass(frozen=True)
+class NewKey:
+    id: str
+    account_id: str
+    key: str
+    webhook_secret: str
+
+
+async def create_account(session: AsyncSession, name: str, *, balance: int = 0,
+                         unlimited: bool = False) -> Account:
+    account = Account(id=new_id("acct"), name=name, balance=balance, unlimited=unlimited,
+                      created_at=time.time())
+    session.add(account)
+    return account
+
+
+async def create_key(session: AsyncSession, *, name: str, models: list[str] | None = None,
+                     account_id: str | None = None, rpm: int | None = None,
+                     expires_at: float | None = None) -> NewKey:
+    """Create a key; without ``account_id`` it gets its own unlimited account."""
+    if account_id is None:
+        account_id = (await create_account(session, name, unlimited=True)).id
+    elif await session.get(Account, account_id) is None:
+        raise LookupError(f"no account {account_id}")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(id=new_id("key"), account_id=account_id, name=name, key_hash=hash_key(key),
+                 prefix=key[:10], models=models, rpm=rpm, expires_at=expires_at,
+                 webhook_secret=new_webhook_secret(), created_at=time.time())
+    session.add(row)
+    return NewKey(row.id, account_id, key, row.webhook_secret)
+
+
+async def find_key(session: AsyncSession, key_or_id: str) -> ApiKey | None:
+    stmt = select(ApiKey).where(or_(ApiKey.id == key_or_id, ApiKey.key_hash == hash_key(key_or_id)))
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+class KeyCache:
+    """Verifies bearer keys, with a short in-memory cache in front of the database."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], ttl: float = 5.0) -> None:
+        self._sessions = sessions
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    async def authenticate(self, key: str | None) -> Principal:
+        if not key:
+            raise AuthenticationFailed("Missing API key: send 'Authorization: Bearer <key>'.")
+        digest = hash_key(key)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is None or hit[0] < now:
+            principal = await self._load(digest)
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[digest] = (now + (self._ttl if principal else 1.0), principal)
+        else:
+            principal = hit[1]
+        if principal is None:
+            raise AuthenticationFailed("Incorrect API key provided.")
+        return principal
+
+    async def _load(self, digest: str) -> Principal | None:
+        async with self._sessions() as session:
+            row = (await session.execute(
+                select(ApiKey, Account).join(Account, Account.id == ApiKey.account_id)
+                .where(ApiKey.key_hash == digest)
+            )).first()
+        if row is None:
+            return None
+        key, account = row
+        if key.revoked_at is not None or (key.expires_at is not None and key.expires_at < time.time()):
+            return None
+        return Principal(key.id, key.account_id, frozenset(key.models) if key.models else None,
+                         key.rpm, account.unlimited)
+
+    def forget(self) -> None:
+        self._cache.clear()

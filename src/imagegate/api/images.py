@@ -1,0 +1,134 @@
+"""POST /v1/images/generations (JSON) and POST /v1/images/edits (multipart)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.responses import Response
+
+from imagegate import imaging
+from imagegate.api.deps import PrincipalDep, StateDep
+from imagegate.api.render import images_response, json_response
+from imagegate.api.schemas import GenerationRequest, ImageRequest, ImagesResponse
+from imagegate.core.errors import InvalidRequest, PayloadTooLarge
+from imagegate.core.job import Action, ImageJob, ImageSource
+from imagegate.state import AppState
+
+router = APIRouter(tags=["images"])
+
+
+def pydantic_error(exc: ValidationError) -> InvalidRequest:
+    first = exc.errors()[0]
+    param = ".".join(str(p) for p in first["loc"]) or None
+    return InvalidRequest(f"{param or 'request'}: {first['msg']}", param=param)
+
+
+def source_from_string(value: str, *, param: str, state: AppState) -> ImageSource:
+    """A reference image given as text: an http(s) URL (fetched later, through the SSRF rules —
+    checked here already so a literal private address is a 400 at once) or base64/data URI."""
+    if value.startswith(("http://", "https://")):
+        if not value.startswith(state.settings.public_url + "/files/"):
+            state.safe.check_url(value, param=param)
+        return ImageSource(url=value)
+    data = imaging.decode_base64_image(value, param=param, max_bytes=state.settings.limits.max_file_bytes)
+    return ImageSource(data=data, mime=imaging.sniff_mime(data))
+
+
+async def answer(state: AppState, request: Request, job: ImageJob, principal: Any) -> Response:
+    principal.require_model(job.model)
+    request_id = uuid.uuid4().hex
+    if request.query_params.get("async", "").lower() in ("true", "1", "yes"):
+        task_id = await state.tasks.submit(job, principal, webhook=request.query_params.get("webhook"))
+        return json_response({"task_id": task_id, "code": "success", "message": "", "data": task_id})
+    outcome = await state.gateway.execute(job, principal, request_id=request_id)
+    body = await images_response(state, outcome, job.response_format)
+    headers = {"x-request-id": request_id}
+    if outcome.dropped:
+        headers["x-imagegate-dropped-params"] = ",".join(outcome.dropped)
+    return json_response(body, headers=headers)
+
+
+@router.post(
+    "/v1/images/generations",
+    response_model=ImagesResponse,
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": GenerationRequest.model_json_schema()}}}},
+    summary="Create images from a prompt (and optional reference images)",
+)
+async def generations(request: Request, state: StateDep, principal: PrincipalDep) -> Response:
+    # Parsed with pydantic-core straight from bytes: one pass over a possibly large base64 body.
+    try:
+        req = GenerationRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise pydantic_error(exc) from exc
+    refs = req.image if isinstance(req.image, list) else [req.image] if req.image else []
+    images = [source_from_string(v, param=f"image[{i}]", state=state) for i, v in enumerate(refs)]
+    return await answer(state, request, req.to_job("generate", images, None), principal)
+
+
+_FILE_FIELDS = ("image", "image[]", "mask")
+
+
+@router.post(
+    "/v1/images/edits",
+    response_model=ImagesResponse,
+    openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["image", "prompt", "model"],
+        "properties": {
+            "image": {"type": "array", "items": {"type": "string", "format": "binary"}},
+            "mask": {"type": "string", "format": "binary"},
+            **ImageRequest.model_json_schema()["properties"],
+        }}}}}},
+    summary="Edit images (several images, optional mask)",
+)
+async def edits(request: Request, state: StateDep, principal: PrincipalDep) -> Response:
+    limits = state.settings.limits
+    try:
+        form = await request.form(max_files=limits.max_files + 1, max_fields=200)
+    except MultiPartException as exc:
+        raise InvalidRequest(f"Could not read the multipart body: {exc.message}", param=None) from exc
+    try:
+        fields: dict[str, Any] = {}
+        images: list[ImageSource] = []
+        mask: ImageSource | None = None
+        for name, value in form.multi_items():
+            if name not in _FILE_FIELDS:
+                fields[name] = value if isinstance(value, str) else None
+                continue
+            param = "mask" if name == "mask" else f"image[{len(images)}]"
+            src = await _upload(value, param=param, state=state)
+            if name == "mask":
+                mask = src
+            else:
+                images.append(src)
+        if len(images) > limits.max_files:
+            raise InvalidRequest(f"At most {limits.max_files} images per request.", param="image")
+        action: Action = "edit"
+        try:
+            req = ImageRequest.model_validate(fields)
+        except ValidationError as exc:
+            raise pydantic_error(exc) from exc
+        job = req.to_job(action, images, mask)
+    finally:
+        await form.close()
+    return await answer(state, request, job, principal)
+
+
+async def _upload(value: UploadFile | str, *, param: str, state: AppState) -> ImageSource:
+    if isinstance(value, str):
+        return source_from_string(value, param=param, state=state)
+    max_bytes = state.settings.limits.max_file_bytes
+    if value.size is not None and value.size > max_bytes:
+        raise PayloadTooLarge(f"{param} is larger than {max_bytes // 2**20} MB.", param=param)
+    data = await value.read()
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"{param} is larger than {max_bytes // 2**20} MB.", param=param)
+    if not data:
+        raise InvalidRequest(f"{param} is empty.", param=param)
+    # Format comes from the bytes, never from the filename or the declared content type.
+    return ImageSource(data=data, mime=imaging.sniff_mime(data))

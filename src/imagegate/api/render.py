@@ -1,0 +1,47 @@
+"""Outcomes → response bodies (the ``data`` items are shared by images, tasks and chat)."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from imagegate.core.job import ResponseFormat
+from imagegate.gateway import Delivered, Outcome
+from imagegate.state import AppState
+
+
+def json_response(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+async def image_items(state: AppState, delivered: list[Delivered], fmt: ResponseFormat) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for d in delivered:
+        item: dict[str, Any] = {}
+        if fmt == "url" and d.blob is not None:
+            item["url"] = state.store.url_for(d.blob, ttl=state.settings.url_ttl)
+        elif d.b64 is not None:
+            item["b64_json"] = d.b64
+        elif d.blob is not None:
+            item["b64_json"] = base64.b64encode(await state.store.get(d.blob)).decode()
+        if d.revised_prompt:
+            item["revised_prompt"] = d.revised_prompt
+        items.append(item)
+    return items
+
+
+async def images_response(state: AppState, outcome: Outcome, fmt: ResponseFormat) -> dict[str, Any]:
+    body: dict[str, Any] = {"created": int(time.time()),
+                            "data": await image_items(state, outcome.delivered, fmt)}
+    if outcome.usage is not None:
+        body["usage"] = outcome.usage.model_dump(exclude_none=True)
+    first = outcome.delivered[0]
+    if first.width and first.height:
+        body["size"] = f"{first.width}x{first.height}"
+    body["output_format"] = first.mime.split("/")[-1]
+    return body

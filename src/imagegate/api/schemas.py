@@ -1,0 +1,67 @@
+"""Public request and response schemas of the OpenAI Images surface."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imagegate.core.job import Action, ImageJob, ImageSource, ResponseFormat
+
+
+class ImageRequest(BaseModel):
+    """Fields shared by generations and edits. Unknown fields are kept and passed to models that
+    understand them (see ``docs/models.md``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, description="A public model name (see GET /v1/models).")
+    prompt: str = Field(min_length=1, description="What to draw or how to change the image.")
+    n: int = Field(default=1, ge=1, le=10, description="Number of images.")
+    size: str | None = Field(default=None, description="WxH; snapped to the nearest size the model makes.")
+    aspect_ratio: str | None = Field(default=None, description="W:H, e.g. 16:9; wins over size.")
+    image_size: Literal["1K", "2K", "4K"] | None = Field(default=None, description="nano-banana-2 only.")
+    quality: str | None = None
+    style: str | None = None
+    background: Literal["transparent", "opaque", "auto"] | None = None
+    output_format: Literal["png", "jpeg", "webp"] | None = None
+    output_compression: int | None = Field(default=None, ge=0, le=100)
+    moderation: Literal["low", "auto"] | None = None
+    input_fidelity: Literal["high", "low"] | None = None
+    seed: int | None = None
+    negative_prompt: str | None = None
+    strength: float | None = Field(default=None, ge=0, le=1, description="Image-to-image strength.")
+    response_format: ResponseFormat = Field(default="url", description="url (served by this gateway) or b64_json.")
+    user: str | None = None
+
+    def to_job(self, action: Action, images: list[ImageSource], mask: ImageSource | None) -> ImageJob:
+        fields = self.model_dump(exclude_none=True, exclude={"image"})
+        extra = dict(self.model_extra or {})
+        extra.pop("image", None)
+        for k in extra:
+            fields.pop(k, None)
+        return ImageJob(action=action, images=images, mask=mask, extra=extra, **fields)
+
+
+class GenerationRequest(ImageRequest):
+    image: list[str] | str | None = Field(
+        default=None, description="Reference images: URLs, base64 or data URIs (models that take them).")
+
+
+class ImageDatum(BaseModel):
+    url: str | None = None
+    b64_json: str | None = None
+    revised_prompt: str | None = None
+
+
+class ImagesResponse(BaseModel):
+    created: int
+    data: list[ImageDatum]
+    usage: dict[str, Any] | None = None
+
+
+class TaskAccepted(BaseModel):
+    task_id: str
+    code: str = "success"
+    message: str = ""
+    data: str

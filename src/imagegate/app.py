@@ -1,0 +1,78 @@
+"""The ASGI application: routes, error rendering, body limits, and the process lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from imagegate import __version__
+from imagegate.api import errors, files, images, models
+from imagegate.api.render import json_response
+from imagegate.config import Settings, load_settings
+from imagegate.core.errors import PayloadTooLarge
+from imagegate.state import build_state
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413 — by Content-Length up front, and by
+    counting for chunked bodies — before any handler buffers them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = PayloadTooLarge(f"Request body is larger than {self.limit // 2**20} MB.")
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await json_response(too_large.to_openai(), status=413)(scope, receive, send)
+                return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise too_large
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await build_state(settings)
+        app.state.ig = state
+        app.state.store, app.state.signer = state.store, state.signer  # used by the files route
+        try:
+            yield
+        finally:
+            await state.aclose()
+
+    app = FastAPI(title="imagegate", version=__version__, lifespan=lifespan,
+                  description="One DALL·E-style API in front of many image-generation upstreams.")
+    errors.install(app)
+    for module in (images, models, files):
+        app.include_router(module.router)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness and database check")
+    async def healthz() -> Response:
+        from sqlalchemy import text
+
+        async with app.state.ig.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return json_response({"status": "ok", "version": __version__})
+
+    app.add_middleware(BodyLimit, limit=settings.limits.max_body_bytes)
+    return app

@@ -1,0 +1,64 @@
+"""The per-request usage log, written in batches off the request path.
+
+Rows are buffered in memory and inserted together every ``interval`` seconds (or at shutdown):
+one transaction per batch instead of one per request keeps SQLite's single writer free for the
+ledger. The ledger, not this log, is the record of money; a crash loses at most one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from imagegate.accounts import Principal
+from imagegate.core.job import ImageJob
+from imagegate.db.models import UsageRecord
+
+log = logging.getLogger("imagegate.usage")
+
+
+class UsageLog:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], interval: float = 0.5) -> None:
+        self._sessions = sessions
+        self._interval = interval
+        self._rows: list[dict[str, object]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, request_id: str, principal: Principal, job: ImageJob, *, channel: str, status: str,
+               images: int, cost: int, started: float) -> None:
+        self._rows.append({
+            "request_id": request_id, "account_id": principal.account_id, "key_id": principal.key_id,
+            "model": job.model, "channel": channel, "surface": job.surface, "status": status,
+            "images": images, "cost": cost, "latency_ms": int((time.monotonic() - started) * 1000),
+            "created_at": time.time(),
+        })
+
+    async def flush(self) -> None:
+        rows, self._rows = self._rows, []
+        if not rows:
+            return
+        try:
+            async with self._sessions.begin() as s:
+                await s.execute(insert(UsageRecord), rows)
+        except Exception:
+            log.exception("could not write %d usage rows", len(rows))
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.flush()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()

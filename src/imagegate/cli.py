@@ -1,0 +1,141 @@
+"""The ``imagegate`` command: serve, migrate, and operator commands over the same database."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from imagegate.accounts import create_key, find_key
+from imagegate.config import ConfigError, Settings, load_settings
+from imagegate.db.models import ApiKey
+
+Handler = Callable[[Settings, argparse.Namespace], Awaitable[None]]
+
+
+def _with_db(fn: Callable[[AsyncSession, argparse.Namespace], Awaitable[None]]) -> Handler:
+    async def run(settings: Settings, args: argparse.Namespace) -> None:
+        from imagegate.db.migrate import upgrade
+        from imagegate.db.session import make_engine, make_sessionmaker
+
+        await asyncio.to_thread(upgrade, settings.database_url)
+        engine = make_engine(settings.database_url)
+        try:
+            async with make_sessionmaker(engine).begin() as session:
+                await fn(session, args)
+        finally:
+            await engine.dispose()
+
+    return run
+
+
+@_with_db
+async def keys_create(session: AsyncSession, args: argparse.Namespace) -> None:
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    new = await create_key(session, name=args.name, models=models, account_id=args.account, rpm=args.rpm)
+    print(f"key id: {new.id}")
+    print(f"account: {new.account_id}")
+    print(f"webhook secret: {new.webhook_secret}")
+    print(new.key)
+
+
+@_with_db
+async def keys_list(session: AsyncSession, args: argparse.Namespace) -> None:
+    rows = (await session.execute(select(ApiKey).order_by(ApiKey.created_at))).scalars()
+    print(f"{'id':<29} {'prefix':<12} {'account':<30} {'status':<8} {'rpm':>5}  name  models")
+    for k in rows:
+        status = "revoked" if k.revoked_at else "active"
+        models = ",".join(k.models) if k.models else "*"
+        print(f"{k.id:<29} {k.prefix + '…':<12} {k.account_id:<30} {status:<8} {k.rpm or '-':>5}  "
+              f"{k.name}  {models}")
+
+
+@_with_db
+async def keys_revoke(session: AsyncSession, args: argparse.Namespace) -> None:
+    import time
+
+    key = await find_key(session, args.key)
+    if key is None:
+        raise SystemExit(f"no key matches {args.key!r}")
+    key.revoked_at = key.revoked_at or time.time()
+    print(f"revoked {key.id} ({key.prefix}…)")
+
+
+async def migrate(settings: Settings, args: argparse.Namespace) -> None:
+    from imagegate.db.migrate import upgrade
+
+    await asyncio.to_thread(upgrade, settings.database_url)
+    print("database is up to date")
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from imagegate.db.migrate import upgrade
+    from imagegate.storage import open_store
+
+    upgrade(settings.database_url)
+    open_store(settings.storage_url, public_url=settings.public_url, secret=b"-")  # creates the directory
+    if args.config:  # worker processes load the same file
+        os.environ["IMAGEGATE_CONFIG"] = os.path.abspath(args.config)
+    print(f"imagegate listening on http://{args.host}:{args.port} (public URL {settings.public_url})",
+          flush=True)
+    uvicorn.run("imagegate.app:create_app", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level=args.log_level, access_log=args.access_log,
+                loop="auto", http="auto", timeout_graceful_shutdown=10)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="imagegate", description="Image-generation API gateway.")
+    p.add_argument("--config", help="YAML config file (else $IMAGEGATE_CONFIG, else ./imagegate.yaml)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="migrate the database, then serve HTTP")
+    s.add_argument("--config", default=argparse.SUPPRESS)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--log-level", default="info")
+    s.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
+    s.set_defaults(sync_handler=serve)
+
+    m = sub.add_parser("migrate", help="create or migrate the database")
+    m.add_argument("--config", default=argparse.SUPPRESS)
+    m.set_defaults(handler=migrate)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    kc = keys.add_parser("create", help="create a key; prints it as the last line")
+    kc.add_argument("--name", required=True)
+    kc.add_argument("--models", help="comma-separated public model names this key may use")
+    kc.add_argument("--account", help="account id (default: a new unlimited account)")
+    kc.add_argument("--rpm", type=int, help="requests per minute limit")
+    kc.set_defaults(handler=keys_create)
+    keys.add_parser("list", help="list keys").set_defaults(handler=keys_list)
+    kr = keys.add_parser("revoke", help="revoke a key by its value or id")
+    kr.add_argument("key")
+    kr.set_defaults(handler=keys_revoke)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings(getattr(args, "config", None))
+    except ConfigError as exc:
+        print(f"imagegate: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    sync_handler: Any = getattr(args, "sync_handler", None)
+    if sync_handler is not None:
+        sync_handler(settings, args)
+    else:
+        asyncio.run(args.handler(settings, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Tables. Money is integer micro-units; times are Unix seconds (float); ids are text.
+
+Every query is written for both SQLite and PostgreSQL: no engine-specific SQL outside
+``db/session.py`` and the task claim in ``tasks/queue.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Meta(Base):
+    """Process-independent facts (the URL-signing secret), shared by every replica."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Micro-units available (holds already taken out). Never negative."""
+    unlimited: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(20))
+    models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    """Allowed public model names; None: all."""
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    webhook_secret: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Task(Base):
+    """An async job; the table is the queue (status, run_after, lease)."""
+
+    __tablename__ = "tasks"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(40), index=True)
+    key_id: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(100))
+    platform: Mapped[str] = mapped_column(String(40), default="")
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="QUEUED")
+    """QUEUED | IN_PROGRESS | SUCCESS | FAILURE."""
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    fail_reason: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Where the job is: chosen channel and each upstream call's handle (survives restarts)."""
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    submit_time: Mapped[float] = mapped_column(Float)
+    start_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finish_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    deadline_at: Mapped[float] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    run_after: Mapped[float] = mapped_column(Float)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    hold_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+    __table_args__ = (Index("ix_tasks_due", "status", "run_after"),)
+
+
+class Hold(Base):
+    """Money set aside for one request until it settles."""
+
+    __tablename__ = "holds"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(40), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    ref: Mapped[str] = mapped_column(String(64))
+    """The request id (sync) or task id (async)."""
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    """For sync requests: after this the reaper releases it (the request cannot still be running)."""
+    settled: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+
+
+class LedgerEntry(Base):
+    __tablename__ = "ledger"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(String(40), index=True)
+    ref: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    """topup | hold | release | charge."""
+    amount: Mapped[int] = mapped_column(BigInteger)
+    """Signed change of the balance; the balance is the sum of its ledger."""
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class UsageRecord(Base):
+    __tablename__ = "usage_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(40))
+    account_id: Mapped[str] = mapped_column(String(40), index=True)
+    key_id: Mapped[str] = mapped_column(String(40))
+    model: Mapped[str] = mapped_column(String(100))
+    channel: Mapped[str] = mapped_column(String(100), default="")
+    surface: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(40))
+    """``success`` or the error code."""
+    images: Mapped[int] = mapped_column(Integer, default=0)
+    cost: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class WebhookDelivery(Base):
+    """The outbox: one row per finished task with a webhook."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(32), index=True)
+    key_id: Mapped[str] = mapped_column(String(40))
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    """pending | delivered | failed."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_webhooks_due", "status", "next_attempt_at"),)

@@ -1,0 +1,353 @@
+"""The job pipeline every surface shares: resolve inputs, hold money, call the upstream with
+failover, store the images, settle, log.
+
+A job advances in *steps* (``Gateway.step``) over a JSON-serialisable ``JobState``: the first
+step picks a channel and submits (fanning ``n`` out when the model makes fewer images per call);
+later steps poll queue-style upstreams. A sync request awaits the steps in a loop; an async task
+runs one step per claim and persists the state in between, so a restarted gateway resumes
+polling the recorded upstream ids instead of submitting again. Same function, different awaiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field
+
+from imagegate import imaging
+from imagegate.accounts import Principal
+from imagegate.billing import Billing
+from imagegate.billing.usage import UsageLog
+from imagegate.core import errors
+from imagegate.core.errors import ImagegateError, InvalidRequest
+from imagegate.core.job import Call, ImageJob, ImageSource, InputImage, Pending, ProviderResult, Usage
+from imagegate.net import SafeClient
+from imagegate.routing import Route, Router, dropped_params
+from imagegate.storage.base import BlobStore
+from imagegate.storage.signing import UrlSigner
+
+log = logging.getLogger("imagegate.gateway")
+
+Inputs = tuple[tuple[InputImage, ...], InputImage | None]
+
+
+class Delivered(BaseModel):
+    """One image handed to the caller: a stored blob, or (sync ``b64_json`` only) the base64
+    string as the upstream sent it — never decoded and re-encoded."""
+
+    blob: str | None = None
+    b64: str | None = Field(default=None, exclude=True)
+    mime: str = "image/png"
+    width: int | None = None
+    height: int | None = None
+    revised_prompt: str | None = None
+
+
+class CallState(BaseModel):
+    n: int
+    handle: dict[str, Any] | None = None
+    done: bool = False
+    error: dict[str, str] | None = None
+
+
+class JobState(BaseModel):
+    """Where a job is. Persisted as-is by async tasks."""
+
+    channel: str | None = None
+    upstream_model: str | None = None
+    calls: list[CallState] = Field(default_factory=list)
+    tried: list[str] = Field(default_factory=list)
+    delivered: list[Delivered] = Field(default_factory=list)
+    usage: Usage | None = None
+    text: str | None = None
+    failures: list[str] = Field(default_factory=list)
+    progress: int = 0
+
+
+@dataclass
+class Outcome:
+    """A finished job as the surfaces render it."""
+
+    delivered: list[Delivered]
+    usage: Usage | None
+    text: str | None
+    channel: str
+    provider: str
+    cost: int = 0
+    dropped: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def _error_to_dict(exc: ImagegateError) -> dict[str, str]:
+    out = {"type": type(exc).__name__, "message": exc.message}
+    if isinstance(exc, errors.ContentRefused | errors.NoImageReturned):
+        out["reason"] = exc.reason
+    return out
+
+
+def error_from_dict(d: dict[str, str]) -> ImagegateError:
+    cls = getattr(errors, d.get("type", ""), errors.UpstreamError)
+    if not (isinstance(cls, type) and issubclass(cls, ImagegateError)):
+        cls = errors.UpstreamError
+    if cls in (errors.ContentRefused, errors.NoImageReturned):
+        return cls(d["message"], reason=d.get("reason", "OTHER"))
+    return cls(d["message"])
+
+
+def _split(n: int, per_call: int) -> list[int]:
+    return [min(per_call, n - i) for i in range(0, n, per_call)]
+
+
+class Gateway:
+    def __init__(self, *, router: Router, store: BlobStore, signer: UrlSigner, safe: SafeClient,
+                 billing: Billing, usage_log: UsageLog, public_url: str, max_file_bytes: int) -> None:
+        self.router = router
+        self.store = store
+        self.signer = signer
+        self.safe = safe
+        self.billing = billing
+        self.usage_log = usage_log
+        self.public_url = public_url
+        self.max_file_bytes = max_file_bytes
+
+    # ---- the sync awaiter -------------------------------------------------------------------
+
+    async def execute(self, job: ImageJob, principal: Principal, *, request_id: str) -> Outcome:
+        """Run ``job`` to the end for a caller who waits. Money moves only on success."""
+        started = time.monotonic()
+        routes = self.router.candidates(job)
+        inputs = await self.resolve_inputs(job)
+        deadline = time.time() + max(r.channel.deadline for r in routes)
+        hold = await self.billing.hold(principal, job, request_id, ttl=deadline - time.time() + 60)
+        state = JobState()
+        try:
+            while (wait := await self.step(job, state, routes, lambda: _ready(inputs),
+                                           persist=False, deadline_at=deadline)) is not None:
+                await asyncio.sleep(wait)
+            outcome = self.outcome(job, state, routes)
+        except BaseException as exc:
+            # Cancellation included: a failed or abandoned request costs nothing.
+            await asyncio.shield(self.billing.settle(hold, job, 0, None))
+            code = exc.code if isinstance(exc, ImagegateError) else "cancelled"
+            self.usage_log.record(request_id, principal, job, channel=state.channel or "",
+                                  status=code, images=0, cost=0, started=started)
+            raise
+        outcome.cost = await self.billing.settle(hold, job, len(outcome.delivered), outcome.usage)
+        self.usage_log.record(request_id, principal, job, channel=outcome.channel, status="success",
+                              images=len(outcome.delivered), cost=outcome.cost, started=started)
+        return outcome
+
+    # ---- one step of a job (shared by sync and async) ---------------------------------------
+
+    async def step(self, job: ImageJob, state: JobState, routes: list[Route],
+                   inputs: Callable[[], Awaitable[Inputs]], *, persist: bool,
+                   deadline_at: float) -> float | None:
+        """Advance ``state``; return seconds until the next step, or None when the job is done
+        (then ``outcome`` reads the result). Raises the job's error when it failed."""
+        if not state.calls:
+            await self._submit(job, state, routes, await inputs(), persist)
+        else:
+            if time.time() > deadline_at:
+                raise errors.UpstreamTimeout("The upstream did not finish the job before its deadline.")
+            await self._poll(job, state, self._route(state, routes), persist)
+        waits = [c.handle.get("_poll_after", 1.0) for c in state.calls if not c.done and c.handle]
+        if waits:
+            return float(min(waits))
+        state.progress = 100
+        return None
+
+    def outcome(self, job: ImageJob, state: JobState, routes: list[Route]) -> Outcome:
+        route = self._route(state, routes)
+        if not state.delivered:
+            first = next((c.error for c in state.calls if c.error), None)
+            if first is not None:
+                raise error_from_dict(first)
+            raise errors.NoImageReturned("The upstream answered without an image.")
+        return Outcome(state.delivered, state.usage, state.text, route.channel.name,
+                       route.channel.provider, dropped=dropped_params(job, route), failures=state.failures)
+
+    @staticmethod
+    def _route(state: JobState, routes: list[Route]) -> Route:
+        for r in routes:
+            if r.channel.name == state.channel and r.upstream_model == state.upstream_model:
+                return r
+        raise errors.UpstreamUnavailable(f"The channel {state.channel!r} is no longer configured.")
+
+    async def _submit(self, job: ImageJob, state: JobState, routes: list[Route], inputs: Inputs,
+                      persist: bool) -> None:
+        last: ImagegateError | None = None
+        for route in routes:
+            if route.channel.name in state.tried:
+                continue
+            shares = _split(job.n, route.spec.max_n)
+            images, mask = inputs
+            results = await asyncio.gather(
+                *(route.adapter.submit(Call(job, route.upstream_model, n, images, mask)) for n in shares),
+                return_exceptions=True,
+            )
+            for r in results:
+                if isinstance(r, BaseException) and not isinstance(r, ImagegateError):
+                    raise r
+            failed = [r for r in results if isinstance(r, ImagegateError)]
+            if len(failed) == len(results) and all(e.retryable for e in failed):
+                log.warning("channel %s failed (%s); trying the next one", route.channel.name, failed[0])
+                state.tried.append(route.channel.name)
+                last = failed[0]
+                continue
+            state.channel, state.upstream_model = route.channel.name, route.upstream_model
+            state.calls = [CallState(n=n) for n in shares]
+            await asyncio.gather(*(self._record(job, state, call, r, route, persist)
+                                   for call, r in zip(state.calls, results, strict=True)))
+            return
+        raise last or errors.UpstreamUnavailable("No channel could serve this request.")
+
+    async def _poll(self, job: ImageJob, state: JobState, route: Route, persist: bool) -> None:
+        pending = [c for c in state.calls if not c.done and c.handle is not None]
+
+        async def one(call: CallState) -> None:
+            assert call.handle is not None
+            handle = {k: v for k, v in call.handle.items() if not k.startswith("_")}
+            try:
+                answer: ProviderResult | Pending | ImagegateError = await route.adapter.poll(handle)
+            except ImagegateError as exc:
+                if exc.retryable:  # a flaky poll is not a failed job: ask again next step
+                    log.info("poll of %s failed transiently: %s", route.channel.name, exc)
+                    return
+                answer = exc
+            await self._record(job, state, call, answer, route, persist)
+
+        await asyncio.gather(*(one(c) for c in pending))
+
+    async def _record(self, job: ImageJob, state: JobState, call: CallState,
+                      answer: ProviderResult | Pending | BaseException, route: Route, persist: bool) -> None:
+        if isinstance(answer, Pending):
+            call.handle = {**answer.handle, "_poll_after": answer.poll_after}
+            state.progress = max(state.progress, answer.progress)
+            return
+        call.done, call.handle = True, None
+        if isinstance(answer, ImagegateError):
+            call.error = _error_to_dict(answer)
+            return
+        assert isinstance(answer, ProviderResult)
+        delivered = await self._deliver(job, answer, route, persist)
+        state.delivered.extend(delivered)
+        state.failures.extend(answer.failures)
+        if answer.usage is not None:
+            state.usage = answer.usage if state.usage is None else state.usage + answer.usage
+        if answer.text:
+            state.text = f"{state.text}\n{answer.text}" if state.text else answer.text
+        if not delivered:
+            call.error = _error_to_dict(errors.NoImageReturned(
+                "; ".join(answer.failures) or "The upstream answered without an image."))
+
+    # ---- images in ---------------------------------------------------------------------------
+
+    async def resolve_inputs(self, job: ImageJob) -> Inputs:
+        """Fetch, sniff and check every reference image and the mask. Caller faults are 400s."""
+        images = await asyncio.gather(*(self._load(src, f"image[{i}]") for i, src in enumerate(job.images)))
+        mask = None
+        if job.mask is not None:
+            raw = await self._load(job.mask, "mask")
+            if not images:
+                raise InvalidRequest("A mask needs an image to apply to.", param="mask")
+            info = imaging.check_mask(raw.data, _info(images[0]), param="mask")
+            mask = InputImage(raw.data, info.mime, info.width, info.height, info.has_alpha)
+        return tuple(images), mask
+
+    async def _load(self, src: ImageSource, param: str) -> InputImage:
+        if src.data is not None:
+            data = src.data
+        elif src.blob is not None:
+            data = await self.store.get(src.blob)
+        elif src.url is not None:
+            data = await self._fetch_reference(src.url, param)
+        else:
+            raise InvalidRequest("Empty image reference.", param=param)
+        if len(data) > self.max_file_bytes:
+            raise InvalidRequest(f"{param} is larger than {self.max_file_bytes // 2**20} MB.",
+                                 param=param, code="image_too_large")
+        info = imaging.probe(data, param=param)
+        return InputImage(data, info.mime, info.width, info.height, info.has_alpha)
+
+    async def _fetch_reference(self, url: str, param: str) -> bytes:
+        # An image this gateway served (the generate-then-edit loop) is read from the store
+        # directly: its host is usually not public, and the signature proves we made it.
+        own = self.public_url + "/files/"
+        if url.startswith(own):
+            parts = urlsplit(url)
+            key = parts.path[len(urlsplit(own).path):]
+            query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+            try:
+                expires = int(query.get("expires", "0"))
+            except ValueError:
+                expires = 0
+            if self.signer.verify(key, expires, query.get("sig", ""), int(time.time())):
+                try:
+                    return await self.store.get(key)
+                except KeyError:
+                    pass
+            raise InvalidRequest("That image URL of this gateway has expired or is invalid.", param=param)
+        fetched = await self.safe.fetch(url, param=param, max_bytes=self.max_file_bytes)
+        return fetched.data
+
+    # ---- images out --------------------------------------------------------------------------
+
+    async def _deliver(self, job: ImageJob, result: ProviderResult, route: Route,
+                       persist: bool) -> list[Delivered]:
+        keep_b64 = not persist and job.response_format == "b64_json"
+
+        async def one(img: Any) -> Delivered:
+            if img.b64 is not None and keep_b64:
+                info = imaging.probe_base64(img.b64)
+                if info is None:
+                    raise errors.UpstreamBadResponse("The upstream returned an unreadable image.")
+                return Delivered(b64=img.b64, mime=info.mime, width=info.width, height=info.height,
+                                 revised_prompt=img.revised_prompt)
+            if img.data is not None:
+                data = img.data
+            elif img.b64 is not None:
+                try:
+                    data = base64.b64decode(img.b64.split(",", 1)[-1], validate=True)
+                except (binascii.Error, ValueError) as exc:
+                    raise errors.UpstreamBadResponse("The upstream returned invalid base64.") from exc
+            else:
+                data = await self._download(img.url, route)
+            try:
+                info = imaging.probe(data, param="upstream")
+            except InvalidRequest as exc:
+                raise errors.UpstreamBadResponse("The upstream returned an unreadable image.") from exc
+            if keep_b64:
+                return Delivered(b64=base64.b64encode(data).decode(), mime=info.mime, width=info.width,
+                                 height=info.height, revised_prompt=img.revised_prompt)
+            key = await self.store.put(data, content_type=info.mime)
+            return Delivered(blob=key, mime=info.mime, width=info.width, height=info.height,
+                             revised_prompt=img.revised_prompt)
+
+        return list(await asyncio.gather(*(one(i) for i in result.images)))
+
+    async def _download(self, url: str, route: Route) -> bytes:
+        """Upstream result URLs expire within minutes: fetch them now. The channel's own host is
+        trusted; any other address must pass the same rules as caller URLs."""
+        host = urlsplit(route.adapter.base_url).hostname or ""
+        try:
+            fetched = await self.safe.fetch(url, param="upstream", max_bytes=4 * self.max_file_bytes,
+                                            timeout=route.channel.timeout, trusted_hosts=(host,))
+        except InvalidRequest as exc:
+            raise errors.UpstreamBadResponse(f"Could not download the upstream's image: {exc.message}") from exc
+        return fetched.data
+
+
+async def _ready(inputs: Inputs) -> Inputs:
+    return inputs
+
+
+def _info(img: InputImage) -> imaging.ImageInfo:
+    return imaging.ImageInfo(img.mime, img.width, img.height, img.has_alpha)

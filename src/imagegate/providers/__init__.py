@@ -1,0 +1,1 @@
+"""Upstream adapters: one module per wire protocol; see ``base.Adapter`` and ``registry``."""

@@ -1,0 +1,159 @@
+"""The adapter interface every upstream protocol implements, and the helpers they share.
+
+An adapter is one small class per wire protocol: it declares what each upstream model accepts
+(``ModelSpec``), checks model-specific rules without I/O (``check``), and translates a ``Call``
+into the native request and the native answer back (``submit``, and ``poll`` for queue-style
+upstreams). Upstream failures are translated into the error tree at this boundary; nothing
+outside ``providers/`` ever reads an upstream body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import aiohttp
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from imagegate.config import ChannelConfig
+from imagegate.core import errors
+from imagegate.core.job import Action, Call, ImageJob, Pending, ProviderResult
+
+log = logging.getLogger("imagegate.providers")
+M = TypeVar("M", bound=BaseModel)
+
+
+class ModelSpec(BaseModel):
+    """What one upstream model accepts; the gateway enforces the generic part of it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    actions: frozenset[Action] = frozenset({"generate"})
+    max_n: int = 1
+    """Images one upstream call can return; the gateway fans out in parallel beyond that."""
+    max_images: int = 0
+    """Reference images accepted (0: text to image only)."""
+    requires_image: bool = False
+    mask: bool = False
+    params: frozenset[str] = Field(default_factory=frozenset)
+    """Public parameters honoured besides model, prompt, n, response_format, image and mask;
+    others are dropped and reported in the ``x-imagegate-dropped-params`` header."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+class Adapter(ABC):
+    """One upstream wire protocol. Subclasses are registered by one line in ``registry.py``."""
+
+    provider: ClassVar[str]
+    """The id used as ``provider:`` in channel configuration."""
+    key_env: ClassVar[str | None] = None
+    """Environment variable whose presence enables a default channel when no config file exists."""
+    default_base_url: ClassVar[str] = ""
+    default_models: ClassVar[dict[str, str]] = {}
+    """Public name → upstream model served by a channel that does not list its models."""
+
+    def __init__(self, channel: ChannelConfig, http: aiohttp.ClientSession) -> None:
+        self.channel = channel
+        self.http = http
+        self.base_url = (channel.base_url or self.default_base_url).rstrip("/")
+
+    @abstractmethod
+    def spec(self, upstream_model: str) -> ModelSpec:
+        """Capabilities of ``upstream_model`` on this protocol."""
+
+    def check(self, job: ImageJob, upstream_model: str) -> None:  # noqa: B027 - optional hook
+        """Model-specific validation (sizes, enums, limits); raise ``InvalidRequest``. No I/O."""
+
+    @abstractmethod
+    async def submit(self, call: Call) -> ProviderResult | Pending:
+        """Send one call upstream. Queue-style upstreams return ``Pending``."""
+
+    async def poll(self, handle: dict[str, Any]) -> ProviderResult | Pending:
+        """Ask a queue-style upstream about a call ``submit`` left pending."""
+        raise NotImplementedError(f"{self.provider} does not poll")
+
+    def error_message(self, reply: Reply) -> str:
+        """The human sentence inside an upstream error body (override per protocol)."""
+        try:
+            body = reply.json()
+        except orjson.JSONDecodeError:
+            return reply.body[:300].decode("utf-8", "replace")
+        if isinstance(body, dict):
+            err = body.get("error", body)
+            if isinstance(err, dict):
+                for key in ("message", "detail", "msg"):
+                    if isinstance(err.get(key), str):
+                        return str(err[key])
+            if isinstance(err, str):
+                return err
+        return reply.body[:300].decode("utf-8", "replace")
+
+    def error_for(self, reply: Reply) -> errors.UpstreamError:
+        """Map a non-2xx answer into the error tree. Auth failures are the operator's problem:
+        logged with the upstream's words, answered without them."""
+        message = self.error_message(reply)
+        where = f"{self.provider} channel {self.channel.name!r}"
+        if reply.status in (401, 403):
+            log.error("%s rejected our credentials (%s): %s", where, reply.status, message)
+            return errors.UpstreamAuthFailed(f"The upstream for this model is misconfigured ({where}).")
+        if reply.status == 429:
+            return errors.UpstreamRateLimited(f"The upstream is rate limiting ({where}): {message}")
+        if reply.status >= 500:
+            return errors.UpstreamUnavailable(f"The upstream failed with {reply.status} ({where}): {message}")
+        return errors.UpstreamRejected(f"The upstream refused the request: {message}")
+
+    async def send(self, method: str, url: str, *, json: Any = None, data: Any = None,
+                   headers: Mapping[str, str] | None = None, timeout: float | None = None) -> Reply:
+        """One HTTP exchange with the upstream; non-2xx answers become ``UpstreamError``s."""
+        body = orjson.dumps(json) if json is not None else data
+        hdrs = dict(headers or {})
+        if json is not None:
+            hdrs.setdefault("Content-Type", "application/json")
+        async with upstream_errors(self.provider), self.http.request(
+            method, url, data=body, headers=hdrs,
+            timeout=aiohttp.ClientTimeout(total=timeout or self.channel.timeout),
+        ) as resp:
+            reply = Reply(resp.status, await resp.read(), resp.headers.get("Content-Type", ""))
+        if reply.status >= 400:
+            raise self.error_for(reply)
+        return reply
+
+    def parse(self, model: type[M], reply: Reply) -> M:
+        """Validate an upstream answer; an unreadable one is ``UpstreamBadResponse``."""
+        try:
+            return model.model_validate_json(reply.body)
+        except ValueError as exc:
+            raise errors.UpstreamBadResponse(
+                f"The upstream ({self.provider}) answered with a body imagegate cannot read."
+            ) from exc
+
+    def pending(self, handle: dict[str, Any], progress: int = 20) -> Pending:
+        return Pending(handle=handle, poll_after=self.channel.poll_interval, progress=progress)
+
+
+@asynccontextmanager
+async def upstream_errors(provider: str) -> AsyncIterator[None]:
+    """Translate transport failures into the error tree (``raise ... from exc``)."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise errors.UpstreamTimeout(f"The upstream ({provider}) did not answer in time.") from exc
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+        raise errors.UpstreamUnavailable(f"Could not reach the upstream ({provider}): {exc}") from exc
+    except asyncio.CancelledError:
+        raise

@@ -1,0 +1,14 @@
+"""Every adapter, registered by one line. Adding an upstream: one file in ``providers/`` and
+one line here — nothing else in imagegate names a provider."""
+
+from __future__ import annotations
+
+from imagegate.providers.base import Adapter
+from imagegate.providers.openai import OpenAIAdapter
+
+ADAPTERS: dict[str, type[Adapter]] = {
+    a.provider: a
+    for a in (
+        OpenAIAdapter,
+    )
+}

@@ -1,0 +1,101 @@
+"""Everything a running gateway process holds, built once at start-up and closed at shutdown."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from imagegate.accounts import KeyCache, Principal
+from imagegate.billing import Billing
+from imagegate.billing.ledger import Ledger
+from imagegate.billing.prices import Pricer
+from imagegate.billing.usage import UsageLog
+from imagegate.config import Settings
+from imagegate.core.job import ImageJob
+from imagegate.db.models import Meta
+from imagegate.db.session import make_engine, make_sessionmaker
+from imagegate.gateway import Gateway
+from imagegate.net import SafeClient, make_session
+from imagegate.ratelimit import RateLimiter
+from imagegate.routing import Router, default_channels
+from imagegate.storage import open_store
+from imagegate.storage.base import BlobStore
+from imagegate.storage.signing import UrlSigner
+
+
+class TaskSubmitter(Protocol):
+    async def submit(self, job: ImageJob, principal: Principal, *, webhook: str | None) -> str: ...
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    http: aiohttp.ClientSession
+    safe: SafeClient
+    store: BlobStore
+    signer: UrlSigner
+    router: Router
+    gateway: Gateway
+    keys: KeyCache
+    billing: Billing
+    usage_log: UsageLog
+    limiter: RateLimiter
+    tasks: TaskSubmitter
+
+    async def aclose(self) -> None:
+        await self.usage_log.stop()
+        await self.http.close()
+        await self.safe.aclose()
+        await self.engine.dispose()
+
+
+async def url_secret(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> bytes:
+    """The file-URL signing secret: configured, or made once and shared through the database so
+    every worker process and replica signs alike."""
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    async with sessions() as s:
+        row = await s.get(Meta, "url_secret")
+        if row is not None:
+            return row.value.encode()
+    try:
+        async with sessions.begin() as s:
+            s.add(Meta(key="url_secret", value=secrets.token_urlsafe(32)))
+    except IntegrityError:
+        pass  # another process made it first
+    async with sessions() as s:
+        row = await s.get(Meta, "url_secret")
+        assert row is not None
+        return row.value.encode()
+
+
+async def build_state(settings: Settings) -> AppState:
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    http = make_session()
+    safe = SafeClient(settings.outbound_allowlist)
+    secret = await url_secret(settings, sessions)
+    signer = UrlSigner(secret)
+    store = open_store(settings.storage_url, public_url=settings.public_url, secret=secret)
+    router = Router.build(default_channels(settings, os.environ), http)
+    billing = Billing(Pricer(settings.prices), Ledger(sessions))
+    usage_log = UsageLog(sessions)
+    gateway = Gateway(router=router, store=store, signer=signer, safe=safe, billing=billing,
+                      usage_log=usage_log, public_url=settings.public_url,
+                      max_file_bytes=settings.limits.max_file_bytes)
+    from imagegate.tasks.service import TaskService
+
+    tasks = TaskService(settings, sessions, gateway)
+    usage_log.start()
+    return AppState(settings=settings, engine=engine, sessions=sessions, http=http, safe=safe, store=store,
+                    signer=signer, router=router, gateway=gateway, keys=KeyCache(sessions),
+                    billing=billing, usage_log=usage_log, limiter=RateLimiter(settings.redis_url),
+                    tasks=tasks)
