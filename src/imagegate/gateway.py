@@ -123,7 +123,7 @@ class Gateway:
     async def execute(self, job: ImageJob, principal: Principal, *, request_id: str) -> Outcome:
         """Run ``job`` to the end for a caller who waits. Money moves only on success."""
         started = time.monotonic()
-        routes = self.router.candidates(job)
+        job, routes = self.router.plan(job)
         inputs = await self.resolve_inputs(job)
         deadline = time.time() + max(r.channel.deadline for r in routes)
         hold = await self.billing.hold(principal, job, request_id, ttl=deadline - time.time() + 60)

@@ -15,7 +15,7 @@ import aiohttp
 
 from imagegate.config import ChannelConfig, ConfigError, Settings
 from imagegate.core.errors import InvalidRequest, ModelNotFound
-from imagegate.core.job import ImageJob
+from imagegate.core.job import ImageJob, ImageSource
 from imagegate.providers.base import Adapter, ModelSpec
 from imagegate.providers.registry import ADAPTERS
 
@@ -73,13 +73,16 @@ class Router:
         """Public model name → provider of its first channel."""
         return {m: rs[0].channel.provider for m, rs in sorted(self._routes.items())}
 
-    def candidates(self, job: ImageJob) -> list[Route]:
-        """Channels that can serve ``job``, in the order to try them. Raises ``ModelNotFound``, or
-        the first channel's ``InvalidRequest`` when no channel accepts the request."""
+    def plan(self, job: ImageJob) -> tuple[ImageJob, list[Route]]:
+        """The job as the model takes it, and the channels that can serve it in the order to try
+        them. Raises ``ModelNotFound``, or the first channel's ``InvalidRequest`` when no channel
+        accepts the request."""
         routes = self._routes.get(job.model)
         if not routes:
             raise ModelNotFound(f"The model {job.model!r} does not exist or is not served here.",
                                 param="model")
+        if routes[0].spec.prompt_urls:
+            job = prompt_urls_as_images(job)
         valid: list[Route] = []
         first_error: InvalidRequest | None = None
         for route in routes:
@@ -92,7 +95,17 @@ class Router:
         if not valid:
             assert first_error is not None
             raise first_error
-        return _ordered(valid)
+        return job, _ordered(valid)
+
+
+def prompt_urls_as_images(job: ImageJob) -> ImageJob:
+    words = job.prompt.split(" ")
+    urls = [w for w in words if w.startswith(("http://", "https://"))]
+    if not urls:
+        return job
+    prompt = " ".join(w for w in words if w not in urls).strip()
+    return job.model_copy(update={"prompt": prompt or job.prompt,
+                                  "images": [*job.images, *(ImageSource(url=u) for u in urls)]})
 
 
 def _ordered(routes: list[Route]) -> list[Route]:

@@ -41,6 +41,9 @@ class ModelSpec(BaseModel):
     """Reference images accepted (0: text to image only)."""
     requires_image: bool = False
     mask: bool = False
+    prompt_urls: bool = False
+    """Reference images may be written into the prompt as URLs separated by spaces (FLUX
+    Kontext on the platform): the gateway takes them out of the text and adds them as images."""
     params: frozenset[str] = Field(default_factory=frozenset)
     """Public parameters honoured besides model, prompt, n, response_format, image and mask;
     others are dropped and reported in the ``x-imagegate-dropped-params`` header."""
