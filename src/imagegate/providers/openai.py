@@ -141,9 +141,11 @@ class OpenAIAdapter(Adapter):
             fields["quality"] = job.quality
         if rules.takes_response_format:
             fields["response_format"] = "b64_json"
-        for name in sorted(rules.spec.params - {"size", "aspect_ratio", "quality"}):
+        # The spec takes ``moderation`` on generations only and ``input_fidelity`` on edits only.
+        skip = {"size", "aspect_ratio", "quality", "moderation" if job.action == "edit" else "input_fidelity"}
+        for name in sorted(rules.spec.params - skip):
             value = getattr(job, name, None)
-            if value is not None and (name != "input_fidelity" or job.action == "edit"):
+            if value is not None:
                 fields[name] = value
         return fields
 
