@@ -59,12 +59,12 @@ class GatewayProcess:
         self.config_path.write_text(yaml.safe_dump(cfg))
         env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_TOKEN", "FAL_KEY"))}
         env.update(self.env)
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "imagegate", "--config", str(self.config_path), "serve",
-             "--port", str(self.port), "--workers", str(workers), "--log-level", "warning"],
-            cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "imagegate", "--config", str(self.config_path), "serve",
+                 "--port", str(self.port), "--workers", str(workers), "--log-level", "warning"],
+                cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         self.wait_ready()
         return self
 

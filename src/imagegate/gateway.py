@@ -88,6 +88,8 @@ class Outcome:
 
 def _error_to_dict(exc: ImagegateError) -> dict[str, str]:
     out = {"type": type(exc).__name__, "message": exc.message}
+    if exc.param:
+        out["param"] = exc.param
     if isinstance(exc, errors.ContentRefused | errors.NoImageReturned):
         out["reason"] = exc.reason
     return out
@@ -98,8 +100,8 @@ def error_from_dict(d: dict[str, str]) -> ImagegateError:
     if not (isinstance(cls, type) and issubclass(cls, ImagegateError)):
         cls = errors.UpstreamError
     if cls in (errors.ContentRefused, errors.NoImageReturned):
-        return cls(d["message"], reason=d.get("reason", "OTHER"))
-    return cls(d["message"])
+        return cls(d["message"], reason=d.get("reason", "OTHER"), param=d.get("param"))
+    return cls(d["message"], param=d.get("param"))
 
 
 def _split(n: int, per_call: int) -> list[int]:

@@ -15,6 +15,7 @@ import aiohttp
 
 from imagegate.config import ChannelConfig, ConfigError, Settings
 from imagegate.core.errors import InvalidRequest, ModelNotFound
+from imagegate.core.geometry import parse_ratio, parse_size
 from imagegate.core.job import ImageJob, ImageSource
 from imagegate.providers.base import Adapter, ModelSpec
 from imagegate.providers.registry import ADAPTERS
@@ -122,6 +123,9 @@ def _ordered(routes: list[Route]) -> list[Route]:
 def validate(job: ImageJob, route: Route) -> None:
     """What every model's ``ModelSpec`` says, then the adapter's own rules."""
     spec = route.spec
+    parse_size(job.size)
+    if job.aspect_ratio:
+        parse_ratio(job.aspect_ratio)
     if not 1 <= job.n <= PUBLIC_MAX_N:
         raise InvalidRequest(f"n must be between 1 and {PUBLIC_MAX_N}.", param="n")
     if job.action not in spec.actions:
