@@ -4,11 +4,15 @@ one line here — nothing else in imagegate names a provider."""
 from __future__ import annotations
 
 from imagegate.providers.base import Adapter
+from imagegate.providers.bfl import BflAdapter
+from imagegate.providers.gemini import GeminiAdapter
 from imagegate.providers.openai import OpenAIAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
     a.provider: a
     for a in (
         OpenAIAdapter,
+        GeminiAdapter,
+        BflAdapter,
     )
 }

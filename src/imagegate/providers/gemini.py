@@ -1,0 +1,231 @@
+"""Google Gemini image models ("Nano Banana") over ``generateContent``.
+
+Wire contract: ``../shared/docs/providers.md`` §2; wire models in ``gemini_types.py``.
+
+- One call makes one image (``max_n=1``; the gateway fans ``n`` out in parallel).
+- ``size``/``aspect_ratio`` become ``imageConfig.aspectRatio``, the nearest ratio Gemini draws;
+  with neither, the model picks (it follows the reference image's shape).
+- ``image_size`` (1K/2K/4K) is sent only to models that take it. Google's reference says
+  ``imageSize`` applies to the Gemini 3 Pro image family; ``gemini-2.5-flash-image`` draws at 1K
+  only, so 2K/4K is refused there with a 400 rather than silently drawn at 1K.
+- An upstream model written ``gemini-3-pro-image-preview@4K`` pins ``imageSize`` for that public
+  name (``nano-banana-hd``); a caller's explicit ``image_size`` still wins.
+- A 200 answer without an image is a failure: a blocked prompt or a safety/policy
+  ``finishReason`` is ``ContentRefused`` (400), anything else ``NoImageReturned`` (502), both
+  carrying Google's reason word and the model's own explanation.
+- Passthrough: a job that came through the Gemini surface (``job.native``) is sent with the
+  caller's own ``contents``, ``generationConfig``, ``safetySettings`` … (see ``build_request``).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import orjson
+from pydantic import ValidationError
+
+from imagegate.core import errors
+from imagegate.core.errors import ContentRefused, InvalidRequest, NoImageReturned
+from imagegate.core.geometry import nearest_ratio, requested_ratio
+from imagegate.core.job import Call, ImageJob, OutputImage, ProviderResult, Usage
+from imagegate.providers.base import Adapter, ModelSpec, Reply
+from imagegate.providers.gemini_types import (
+    ASPECT_RATIOS,
+    IMAGE_SIZES,
+    REFUSAL_REASONS,
+    Blob,
+    Content,
+    GenerateContentRequest,
+    GenerateContentResponse,
+    GenerationConfig,
+    GoogleErrorBody,
+    ImageConfig,
+    ModalityTokenCount,
+    Part,
+    UsageMetadata,
+)
+
+API_VERSION = "v1beta"
+_PARAMS = frozenset({"size", "aspect_ratio", "image_size", "seed"})
+
+
+@dataclass(frozen=True)
+class _Rules:
+    sizes: tuple[str, ...]
+    spec: ModelSpec
+
+
+# Input-image caps: Google's guide says 2.5 Flash Image "works best with up to 3 images" and
+# 3 Pro Image takes up to 14 (providers.md §2, unverified against the API itself).
+_FLASH = _Rules(("1K",), ModelSpec(actions=frozenset({"generate", "edit"}), max_n=1, max_images=3,
+                                   params=_PARAMS))
+_PRO = _Rules(IMAGE_SIZES, ModelSpec(actions=frozenset({"generate", "edit"}), max_n=1, max_images=14,
+                                     params=_PARAMS))
+
+
+def split_model(upstream_model: str) -> tuple[str, str | None]:
+    """``"gemini-3-pro-image-preview@4K"`` → ``("gemini-3-pro-image-preview", "4K")``."""
+    name, _, size = upstream_model.partition("@")
+    return name, size or None
+
+
+def _rules(upstream_model: str) -> _Rules:
+    return _FLASH if split_model(upstream_model)[0].startswith("gemini-2.5-flash-image") else _PRO
+
+
+def _aspect_ratio(job: ImageJob) -> str | None:
+    if job.aspect_ratio in ASPECT_RATIOS:
+        return job.aspect_ratio
+    ratio = requested_ratio(job.size, job.aspect_ratio)
+    return nearest_ratio(ratio, ASPECT_RATIOS) if ratio is not None else None
+
+
+def _image_size(job: ImageJob, upstream_model: str) -> str | None:
+    size = job.image_size or split_model(upstream_model)[1]
+    # 1K is the default everywhere; not sending it keeps 2.5 Flash requests minimal.
+    return None if size == "1K" and _rules(upstream_model) is _FLASH else size
+
+
+def build_request(call: Call) -> GenerateContentRequest:
+    """The ``generateContent`` body for one call.
+
+    A job from the Gemini surface (``job.native``) keeps the caller's body — every turn, part
+    and top-level field — and only what the job sets explicitly is overridden: aspect ratio,
+    image size, seed. ``candidateCount`` is removed because the gateway fans ``n`` out itself.
+    The native ``contents`` already hold the caller's images, so ``call.images`` is not added.
+    Any other job becomes one user turn: the reference images as ``inlineData``, then the text.
+    """
+    job = call.job
+    if job.native is not None and job.native.protocol == "gemini":
+        try:
+            req = GenerateContentRequest.model_validate(job.native.body)
+        except ValidationError as exc:
+            raise InvalidRequest(f"Not a generateContent body: {exc.errors()[0]['msg']}",
+                                 param="contents") from exc
+        config = req.generation_config or GenerationConfig()
+    else:
+        parts = [Part(inline_data=Blob(mime_type=img.mime, data=base64.b64encode(img.data).decode()))
+                 for img in call.images]
+        req = GenerateContentRequest(contents=[Content(role="user", parts=[*parts, Part(text=job.prompt)])])
+        config = GenerationConfig()
+    config.candidate_count = None
+    config.response_modalities = config.response_modalities or ["TEXT", "IMAGE"]
+    if job.seed is not None:
+        config.seed = job.seed
+    image_config = config.image_config or ImageConfig()
+    if ratio := _aspect_ratio(job):
+        image_config.aspect_ratio = ratio
+    if size := _image_size(job, call.upstream_model):
+        image_config.image_size = size
+    if image_config.aspect_ratio or image_config.image_size or image_config.model_extra:
+        config.image_config = image_config
+    req.generation_config = config
+    return req
+
+
+def read_answer(answer: GenerateContentResponse) -> ProviderResult:
+    """Images, text and usage of an answer; an answer without an image raises."""
+    feedback = answer.prompt_feedback
+    if feedback is not None and feedback.block_reason:
+        why = feedback.block_reason_message or "The prompt was blocked by the upstream's safety filters."
+        raise ContentRefused(f"{why} (blockReason {feedback.block_reason})", reason=feedback.block_reason,
+                             prompt_blocked=True)
+    images: list[OutputImage] = []
+    texts: list[str] = []
+    for cand in answer.candidates:
+        for part in cand.content.parts if cand.content else []:
+            if part.thought:  # Gemini 3 "thinking" drafts are not the answer
+                continue
+            if part.inline_data is not None and part.inline_data.mime_type.startswith("image/"):
+                images.append(OutputImage(b64=part.inline_data.data, mime=part.inline_data.mime_type))
+            elif part.text:
+                texts.append(part.text)
+    text = "\n".join(texts) or None
+    if not images:
+        reason = next((c.finish_reason for c in answer.candidates if c.finish_reason), None) or "NO_IMAGE"
+        said = next((c.finish_message for c in answer.candidates if c.finish_message), None) or text
+        detail = f": {said}" if said else "."
+        if reason in REFUSAL_REASONS:
+            raise ContentRefused(f"The upstream refused to draw this (finishReason {reason}){detail}",
+                                 reason=reason)
+        raise NoImageReturned(f"The model answered without an image (finishReason {reason}){detail}",
+                              reason=reason)
+    usage = _usage(answer.usage_metadata) if answer.usage_metadata else None
+    return ProviderResult(images=images, usage=usage, text=text, model_version=answer.model_version)
+
+
+def _usage(meta: UsageMetadata) -> Usage:
+    def by_modality(details: list[ModalityTokenCount]) -> dict[str, int]:
+        counts = {"text_tokens": 0, "image_tokens": 0}
+        for d in details:
+            if d.modality:
+                key = f"{d.modality.lower()}_tokens"
+                counts[key] = counts.get(key, 0) + d.token_count
+        return counts
+
+    output_details = by_modality(meta.candidates_tokens_details)
+    if meta.thoughts_token_count:
+        output_details["reasoning_tokens"] = meta.thoughts_token_count
+    # Google bills thinking tokens as output; they are in totalTokenCount but not in
+    # candidatesTokenCount, so they are added here to keep input + output == total.
+    return Usage(input_tokens=meta.prompt_token_count,
+                 output_tokens=meta.candidates_token_count + meta.thoughts_token_count,
+                 total_tokens=meta.total_token_count,
+                 input_tokens_details=by_modality(meta.prompt_tokens_details),
+                 output_tokens_details=output_details)
+
+
+class GeminiAdapter(Adapter):
+    """Gemini API ``generateContent`` for the Nano Banana image models."""
+
+    provider = "gemini"
+    key_env = "GEMINI_API_KEY"
+    default_base_url = "https://generativelanguage.googleapis.com"
+    default_models = {
+        "nano-banana": "gemini-2.5-flash-image",
+        "nano-banana-hd": "gemini-3-pro-image-preview@4K",
+        "nano-banana-2": "gemini-3-pro-image-preview",
+    }
+
+    def spec(self, upstream_model: str) -> ModelSpec:
+        return _rules(upstream_model).spec
+
+    def check(self, job: ImageJob, upstream_model: str) -> None:
+        requested_ratio(job.size, job.aspect_ratio)  # raises on a malformed size or ratio
+        sizes = _rules(upstream_model).sizes
+        if job.image_size is not None and job.image_size not in sizes:
+            raise InvalidRequest(
+                f"image_size {job.image_size!r} is not available for {job.model}; it takes {', '.join(sizes)}.",
+                param="image_size",
+            )
+
+    async def submit(self, call: Call) -> ProviderResult:
+        model = split_model(call.upstream_model)[0]
+        reply = await self.send(
+            "POST", f"{self.base_url}/{API_VERSION}/models/{model}:generateContent",
+            json=build_request(call).wire(), headers={"x-goog-api-key": self.channel.api_key or ""},
+        )
+        return read_answer(self.parse(GenerateContentResponse, reply))
+
+    def error_message(self, reply: Reply) -> str:
+        body = _google_error(reply)
+        if body is None:
+            return super().error_message(reply)
+        status = f"{body.error.status}: " if body.error.status else ""
+        return f"{status}{body.error.message}"
+
+    def error_for(self, reply: Reply) -> errors.UpstreamError:
+        # Google answers a wrong API key with 400 INVALID_ARGUMENT (reason API_KEY_INVALID), not
+        # 401: without this the caller would be told their request was invalid.
+        body = _google_error(reply)
+        if body is not None and any(d.reason == "API_KEY_INVALID" for d in body.error.details):
+            return super().error_for(Reply(401, reply.body, reply.content_type))
+        return super().error_for(reply)
+
+
+def _google_error(reply: Reply) -> GoogleErrorBody | None:
+    try:
+        return GoogleErrorBody.model_validate_json(reply.body)
+    except (ValidationError, orjson.JSONDecodeError, ValueError):
+        return None
