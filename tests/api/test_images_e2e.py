@@ -16,7 +16,7 @@ from openai import OpenAI
 from PIL import Image
 
 from tests.conftest import StartGateway
-from tests.emulators.base import Failure, make_image
+from tests.emulators.base import make_image
 from tests.emulators.openai import OpenAIEmulator
 from tests.harness import GatewayProcess, channel
 
