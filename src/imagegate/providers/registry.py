@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from imagegate.providers.base import Adapter
 from imagegate.providers.bfl import BflAdapter
+from imagegate.providers.chat_image import ChatImageAdapter
 from imagegate.providers.gemini import GeminiAdapter
 from imagegate.providers.openai import OpenAIAdapter
 
@@ -12,6 +13,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     a.provider: a
     for a in (
         OpenAIAdapter,
+        ChatImageAdapter,
         GeminiAdapter,
         BflAdapter,
     )
