@@ -9,11 +9,13 @@ from imagegate.providers.chat_image import ChatImageAdapter
 from imagegate.providers.fal import FalAdapter
 from imagegate.providers.gemini import GeminiAdapter
 from imagegate.providers.openai import OpenAIAdapter
+from imagegate.providers.recraft import RecraftAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
     a.provider: a
     for a in (
         OpenAIAdapter,
+        RecraftAdapter,
         ChatImageAdapter,
         FalAdapter,
         GeminiAdapter,
