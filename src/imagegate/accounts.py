@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -37,6 +39,27 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_expiry(text: str, now: float | None = None) -> float:
+    """When a key expires, as Unix seconds: a duration from now (``30d``, ``12h``, ``90m``,
+    ``2w``) or an ISO 8601 date or date-time (``2026-01-31``: that day's start, UTC unless the
+    text names a zone)."""
+    now = time.time() if now is None else now
+    text = text.strip()
+    if m := _DURATION.fullmatch(text):
+        return now + float(m[1]) * _SECONDS[m[2]]
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not a duration (30d, 12h) or ISO date: {text!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: the verified key and the facts about it the gateway needs."""
@@ -46,6 +69,7 @@ class Principal:
     models: frozenset[str] | None
     rpm: int | None
     unlimited: bool
+    expires_at: float | None = None
 
     def require_model(self, model: str) -> None:
         if self.models is not None and model not in self.models:
@@ -71,7 +95,14 @@ async def create_account(session: AsyncSession, name: str, *, balance: int = 0,
 async def create_key(session: AsyncSession, *, name: str, models: list[str] | None = None,
                      account_id: str | None = None, rpm: int | None = None,
                      expires_at: float | None = None) -> NewKey:
-    """Create a key; without ``account_id`` it gets its own unlimited account."""
+    """Create a key; without ``account_id`` it gets its own unlimited account. ``models``: the
+    public model names it may use (None: all); ``rpm``: requests per minute (None: no limit)."""
+    if models is not None:
+        models = sorted({m.strip() for m in models if m.strip()})
+        if not models:
+            raise ValueError("an allow-list of models needs at least one model (omit it to allow all)")
+    if rpm is not None and rpm < 1:
+        raise ValueError("rpm must be a positive number of requests per minute")
     if account_id is None:
         account_id = (await create_account(session, name, unlimited=True)).id
     elif await session.get(Account, account_id) is None:
@@ -95,7 +126,7 @@ class KeyCache:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], ttl: float = 5.0) -> None:
         self._sessions = sessions
         self._ttl = ttl
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._cache: dict[str, tuple[float, Principal | str]] = {}
 
     async def authenticate(self, key: str | None) -> Principal:
         if not key:
@@ -104,29 +135,33 @@ class KeyCache:
         now = time.monotonic()
         hit = self._cache.get(digest)
         if hit is None or hit[0] < now:
-            principal = await self._load(digest)
+            found = await self._load(digest)
             if len(self._cache) > 100_000:
                 self._cache.clear()
-            self._cache[digest] = (now + (self._ttl if principal else 1.0), principal)
+            self._cache[digest] = (now + (self._ttl if isinstance(found, Principal) else 1.0), found)
         else:
-            principal = hit[1]
-        if principal is None:
-            raise AuthenticationFailed("Incorrect API key provided.")
-        return principal
+            found = hit[1]
+        if isinstance(found, str):
+            raise AuthenticationFailed(found)
+        # Checked on every request, not only on a cache miss: expiry is exact to the second.
+        if found.expires_at is not None and found.expires_at <= time.time():
+            raise AuthenticationFailed("This API key has expired.")
+        return found
 
-    async def _load(self, digest: str) -> Principal | None:
+    async def _load(self, digest: str) -> Principal | str:
+        """The key's principal, or why it is refused."""
         async with self._sessions() as session:
             row = (await session.execute(
                 select(ApiKey, Account).join(Account, Account.id == ApiKey.account_id)
                 .where(ApiKey.key_hash == digest)
             )).first()
         if row is None:
-            return None
+            return "Incorrect API key provided."
         key, account = row
-        if key.revoked_at is not None or (key.expires_at is not None and key.expires_at < time.time()):
-            return None
-        return Principal(key.id, key.account_id, frozenset(key.models) if key.models else None,
-                         key.rpm, account.unlimited)
+        if key.revoked_at is not None:
+            return "This API key has been revoked."
+        return Principal(key.id, key.account_id, frozenset(key.models) if key.models is not None else None,
+                         key.rpm, account.unlimited, key.expires_at)
 
     def forget(self) -> None:
         self._cache.clear()

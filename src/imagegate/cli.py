@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from imagegate.accounts import create_key, find_key
+from imagegate.accounts import create_account, create_key, find_key, parse_expiry
 from imagegate.config import ConfigError, Settings, load_settings
 from imagegate.db.models import ApiKey
 
@@ -35,12 +36,94 @@ def _with_db(fn: Callable[[AsyncSession, argparse.Namespace], Awaitable[None]]) 
     return run
 
 
+def _amount(text: str) -> int:
+    """argparse type: an amount in currency units (``12.50``) → micro-units."""
+    from imagegate.billing.prices import parse_amount
+
+    try:
+        return parse_amount(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _expiry(text: str) -> float:
+    try:
+        return parse_expiry(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _when(ts: float | None) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ") if ts else "-"
+
+
+@_with_db
+async def accounts_create(session: AsyncSession, args: argparse.Namespace) -> None:
+    from imagegate.billing.ledger import credit
+    from imagegate.billing.prices import from_micro
+
+    account = await create_account(session, args.name, unlimited=args.unlimited)
+    await session.flush()
+    if args.balance:
+        await credit(session, account.id, args.balance)
+    print(f"name: {account.name}")
+    print(f"balance: {'unlimited' if args.unlimited else from_micro(args.balance)}")
+    print(account.id)
+
+
+@_with_db
+async def accounts_topup(session: AsyncSession, args: argparse.Namespace) -> None:
+    from imagegate.billing.ledger import credit
+    from imagegate.billing.prices import from_micro
+    from imagegate.db.models import Account
+
+    if args.amount <= 0:
+        raise SystemExit("a top-up must be positive")
+    try:
+        await credit(session, args.id, args.amount)
+    except LookupError:
+        raise SystemExit(f"no account {args.id!r}") from None
+    balance = await session.scalar(select(Account.balance).where(Account.id == args.id))
+    print(f"added {from_micro(args.amount)}; balance: {from_micro(balance or 0)}")
+
+
+async def accounts_show(settings: Settings, args: argparse.Namespace) -> None:
+    from imagegate.billing.ledger import Ledger
+    from imagegate.billing.prices import from_micro
+    from imagegate.db.migrate import upgrade
+    from imagegate.db.session import make_engine, make_sessionmaker
+
+    await asyncio.to_thread(upgrade, settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        st = await Ledger(make_sessionmaker(engine)).statement(args.id)
+    finally:
+        await engine.dispose()
+    if st is None:
+        raise SystemExit(f"no account {args.id!r}")
+    print(f"account: {st.account_id}")
+    print(f"name: {st.name}")
+    print(f"unlimited: {'yes' if st.unlimited else 'no'}")
+    print(f"balance: {from_micro(st.balance)}")
+    print(f"held: {from_micro(st.held)} in {st.open_holds} open hold(s)")
+    print(f"ledger sum: {from_micro(st.ledger_sum)} ({'matches the balance' if st.consistent else 'MISMATCH'})")
+    if not st.consistent:
+        raise SystemExit(1)
+
+
 @_with_db
 async def keys_create(session: AsyncSession, args: argparse.Namespace) -> None:
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    new = await create_key(session, name=args.name, models=models, account_id=args.account, rpm=args.rpm)
+    try:
+        new = await create_key(session, name=args.name, models=models, account_id=args.account, rpm=args.rpm,
+                               expires_at=args.expires)
+    except (LookupError, ValueError) as exc:
+        raise SystemExit(str(exc).strip("'\"")) from None
     print(f"key id: {new.id}")
     print(f"account: {new.account_id}")
+    print(f"expires: {_when(args.expires) if args.expires else 'never'}")
     print(f"webhook secret: {new.webhook_secret}")
     print(new.key)
 
@@ -49,8 +132,9 @@ async def keys_create(session: AsyncSession, args: argparse.Namespace) -> None:
 async def keys_list(session: AsyncSession, args: argparse.Namespace) -> None:
     rows = (await session.execute(select(ApiKey).order_by(ApiKey.created_at))).scalars()
     print(f"{'id':<29} {'prefix':<12} {'account':<30} {'status':<8} {'rpm':>5}  name  models")
+    now = time.time()
     for k in rows:
-        status = "revoked" if k.revoked_at else "active"
+        status = "revoked" if k.revoked_at else "expired" if k.expires_at and k.expires_at <= now else "active"
         models = ",".join(k.models) if k.models else "*"
         print(f"{k.id:<29} {k.prefix + '…':<12} {k.account_id:<30} {status:<8} {k.rpm or '-':>5}  "
               f"{k.name}  {models}")
@@ -58,8 +142,6 @@ async def keys_list(session: AsyncSession, args: argparse.Namespace) -> None:
 
 @_with_db
 async def keys_revoke(session: AsyncSession, args: argparse.Namespace) -> None:
-    import time
-
     key = await find_key(session, args.key)
     if key is None:
         raise SystemExit(f"no key matches {args.key!r}")
@@ -109,12 +191,28 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--config", default=argparse.SUPPRESS)
     m.set_defaults(handler=migrate)
 
+    accounts = sub.add_parser("accounts", help="accounts and balances").add_subparsers(
+        dest="accounts_command", required=True)
+    ac = accounts.add_parser("create", help="create an account; prints its id as the last line")
+    ac.add_argument("--name", required=True)
+    ac.add_argument("--balance", type=_amount, default=0, help="opening balance in currency units, e.g. 12.50")
+    ac.add_argument("--unlimited", action="store_true", help="never billed (no holds, no ledger)")
+    ac.set_defaults(handler=accounts_create)
+    at = accounts.add_parser("topup", help="add money to an account")
+    at.add_argument("id")
+    at.add_argument("amount", type=_amount, help="in currency units, e.g. 12.50")
+    at.set_defaults(handler=accounts_topup)
+    ash = accounts.add_parser("show", help="balance, open holds and the ledger check of an account")
+    ash.add_argument("id")
+    ash.set_defaults(handler=accounts_show)
+
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     kc = keys.add_parser("create", help="create a key; prints it as the last line")
     kc.add_argument("--name", required=True)
     kc.add_argument("--models", help="comma-separated public model names this key may use")
     kc.add_argument("--account", help="account id (default: a new unlimited account)")
     kc.add_argument("--rpm", type=int, help="requests per minute limit")
+    kc.add_argument("--expires", type=_expiry, help="expiry: a duration from now (30d, 12h) or an ISO date")
     kc.set_defaults(handler=keys_create)
     keys.add_parser("list", help="list keys").set_defaults(handler=keys_list)
     kr = keys.add_parser("revoke", help="revoke a key by its value or id")

@@ -68,6 +68,15 @@ class PriceConfig(_Strict):
     """What a hold assumes the input may cost in tokens, for per-token prices."""
 
 
+class BillingConfig(_Strict):
+    """When the reaper may release a sync request's hold left behind by a crash."""
+
+    hold_margin: float = Field(default=60.0, gt=0)
+    """Seconds a sync hold outlives the longest its request can run before the reaper may release it."""
+    reap_interval: float = Field(default=30.0, gt=0)
+    """Seconds between two passes of the hold reaper (it also runs once at start-up)."""
+
+
 class LimitsConfig(_Strict):
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     max_file_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
@@ -98,6 +107,7 @@ class Settings(_Strict):
     local_model: bool = True
     """Serve the embedded ``imagegate-shapes`` model (no keys, no network)."""
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
+    billing: BillingConfig = Field(default_factory=BillingConfig)
     outbound_allowlist: list[str] = Field(default_factory=list)
     """Hosts or CIDRs that reference-image and webhook fetches may reach although not public."""
     redis_url: str | None = None

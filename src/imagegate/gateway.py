@@ -128,7 +128,12 @@ class Gateway:
         job, routes = self.router.plan(job)
         inputs = await self.resolve_inputs(job)
         deadline = time.time() + max(r.channel.deadline for r in routes)
-        hold = await self.billing.hold(principal, job, request_id, ttl=deadline - time.time() + 60)
+        # The longest this request can live: polls until the deadline, plus a submit per channel
+        # tried and one more exchange (a last poll, a download), each bounded by the channel
+        # timeout; ``Billing`` adds its margin. Only then may the reaper release the hold.
+        longest = deadline - time.time() + sum(r.channel.timeout for r in routes) + 2 * max(
+            r.channel.timeout for r in routes)
+        hold = await self.billing.hold(principal, job, request_id, ttl=longest)
         state = JobState()
         try:
             while (wait := await self.step(job, state, routes, lambda: _ready(inputs),
@@ -142,7 +147,9 @@ class Gateway:
             self.usage_log.record(request_id, principal, job, channel=state.channel or "",
                                   status=code, images=0, cost=0, started=started)
             raise
-        outcome.cost = await self.billing.settle(hold, job, len(outcome.delivered), outcome.usage)
+        # Shielded: a caller who hangs up now still gets (and pays for) the images delivered.
+        outcome.cost = await asyncio.shield(
+            self.billing.settle(hold, job, len(outcome.delivered), outcome.usage))
         self.usage_log.record(request_id, principal, job, channel=outcome.channel, status="success",
                               images=len(outcome.delivered), cost=outcome.cost, started=started)
         return outcome

@@ -1,6 +1,14 @@
-"""Per-key requests-per-minute limits (the ``limits`` package: memory embedded, Redis shared)."""
+"""Per-key requests-per-minute limits (the ``limits`` package: memory embedded, Redis shared).
+
+A moving window: a key with ``rpm = 10`` may make 10 requests in any 60 seconds. The memory
+backend counts per process — with several ``--workers`` each counts alone, so configure
+``redis_url`` to share one count between workers and replicas.
+"""
 
 from __future__ import annotations
+
+import math
+import time
 
 from limits import RateLimitItemPerMinute, storage
 from limits.aio import strategies
@@ -10,6 +18,8 @@ from imagegate.core.errors import RateLimited
 
 
 class RateLimiter:
+    """Counts requests per API key; ``hit`` raises ``RateLimited`` (429 + ``Retry-After``)."""
+
     def __init__(self, redis_url: str | None = None) -> None:
         backend = storage.storage_from_string(f"async+{redis_url}" if redis_url else "async+memory://")
         self._window = strategies.MovingWindowRateLimiter(backend)
@@ -18,7 +28,11 @@ class RateLimiter:
     async def hit(self, who: Principal) -> None:
         if not who.rpm:
             return
-        item = self._items.setdefault(who.rpm, RateLimitItemPerMinute(who.rpm))
-        if not await self._window.hit(item, who.key_id):
-            raise RateLimited(f"Rate limit of {who.rpm} requests per minute reached for this key.",
-                              retry_after=60)
+        item = self._items.setdefault(who.rpm, RateLimitItemPerMinute(who.rpm, namespace="imagegate-rpm"))
+        if await self._window.hit(item, who.key_id):
+            return
+        # The window frees its oldest slot at ``reset_time``: that is when a retry can succeed.
+        stats = await self._window.get_window_stats(item, who.key_id)
+        wait = max(1, math.ceil(stats.reset_time - time.time()))
+        raise RateLimited(f"Rate limit reached for this API key: {who.rpm} requests per minute. "
+                          f"Try again in {wait} s.", retry_after=min(wait, 60))

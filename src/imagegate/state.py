@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from imagegate.accounts import KeyCache, Principal
-from imagegate.billing import Billing
+from imagegate.billing import Billing, HoldReaper
 from imagegate.billing.ledger import Ledger
 from imagegate.billing.prices import Pricer
 from imagegate.billing.usage import UsageLog
@@ -49,8 +49,11 @@ class AppState:
     usage_log: UsageLog
     limiter: RateLimiter
     tasks: TaskSubmitter
+    reaper: HoldReaper | None = None
 
     async def aclose(self) -> None:
+        if self.reaper is not None:
+            await self.reaper.stop()
         await self.usage_log.stop()
         await self.http.close()
         await self.safe.aclose()
@@ -86,7 +89,7 @@ async def build_state(settings: Settings) -> AppState:
     signer = UrlSigner(secret)
     store = open_store(settings.storage_url, public_url=settings.public_url, secret=secret)
     router = Router.build(default_channels(settings, os.environ), http)
-    billing = Billing(Pricer(settings.prices), Ledger(sessions))
+    billing = Billing(Pricer(settings.prices), Ledger(sessions), hold_margin=settings.billing.hold_margin)
     usage_log = UsageLog(sessions)
     gateway = Gateway(router=router, store=store, signer=signer, safe=safe, billing=billing,
                       usage_log=usage_log, public_url=settings.public_url,
@@ -95,7 +98,9 @@ async def build_state(settings: Settings) -> AppState:
 
     tasks = TaskService(settings, sessions, gateway)
     usage_log.start()
+    reaper = HoldReaper(billing, settings.billing.reap_interval)
+    reaper.start()
     return AppState(settings=settings, engine=engine, sessions=sessions, http=http, safe=safe, store=store,
                     signer=signer, router=router, gateway=gateway, keys=KeyCache(sessions),
                     billing=billing, usage_log=usage_log, limiter=RateLimiter(settings.redis_url),
-                    tasks=tasks)
+                    tasks=tasks, reaper=reaper)

@@ -1,60 +1,115 @@
-"""Prices → integer micro-units: the most a job can cost (the hold) and what it did cost."""
+"""Prices → integer micro-units: the most a job can cost (the hold) and what it did cost.
+
+A price is per image or per token (``PriceConfig``). Per image, ``by_size`` and ``by_quality``
+refine ``per_image`` for the size and quality words the caller sent; when both match, the higher
+applies. A caller who names no size (or ``auto``), or one the table does not list, pays
+``per_image`` — and when there is no ``per_image``, the dearest entry of the table, since the
+upstream may then pick any of them. Per token (gpt-image-1 reports ``usage``), the hold assumes
+``max_input_tokens`` in and ``max_output_tokens_per_image`` out per image; the charge is the
+upstream's reported usage, never more than the hold. Money never goes through a float.
+"""
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
 from imagegate.config import PriceConfig
 from imagegate.core.job import ImageJob, Usage
 
 MICRO = 1_000_000
+_UNSET = frozenset({"", "auto"})
 
 
-def to_micro(amount: Decimal | float | str) -> int:
+def to_micro(amount: Decimal | int | str) -> int:
     """Currency units → micro-units, rounded up (never undercharge by rounding)."""
     return int((Decimal(str(amount)) * MICRO).to_integral_value(rounding=ROUND_CEILING))
 
 
 def from_micro(amount: int) -> str:
-    return f"{Decimal(amount) / MICRO:.6f}"
+    """Micro-units → a decimal string with six places (``12500000`` → ``"12.500000"``)."""
+    sign, whole = ("-", -amount) if amount < 0 else ("", amount)
+    return f"{sign}{whole // MICRO}.{whole % MICRO:06d}"
+
+
+def parse_amount(text: str | int | float | Decimal) -> int:
+    """An operator-typed amount (``12.50``) → micro-units; refuses negatives, non-numbers and
+    more precision than a micro-unit."""
+    try:
+        value = Decimal(str(text).strip())
+    except InvalidOperation:
+        raise ValueError(f"not an amount: {text!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"not a non-negative amount: {text!r}")
+    micros = value * MICRO
+    if micros != micros.to_integral_value():
+        raise ValueError(f"{text!r} has more than 6 decimal places")
+    return int(micros)
 
 
 class Pricer:
+    """What jobs cost, from the ``prices:`` table of the config (public model name → price)."""
+
     def __init__(self, prices: dict[str, PriceConfig]) -> None:
         self._prices = prices
 
-    def _per_image(self, price: PriceConfig, job: ImageJob) -> int:
-        if job.size and job.size in price.by_size:
-            return to_micro(price.by_size[job.size])
-        if job.quality and job.quality in price.by_quality:
-            return to_micro(price.by_quality[job.quality])
-        return to_micro(price.per_image or 0)
+    def priced(self, model: str) -> bool:
+        return model in self._prices
 
-    def _tokens(self, price: PriceConfig, input_tokens: int, output_tokens: int) -> int:
+    @staticmethod
+    def _refined(table: dict[str, Decimal], word: str | None) -> Decimal | None:
+        if not table:
+            return None
+        if word and word not in _UNSET and word in table:
+            return table[word]
+        return None
+
+    def _per_image(self, price: PriceConfig, job: ImageJob) -> int:
+        matches = [p for p in (self._refined(price.by_size, job.size),
+                               self._refined(price.by_quality, job.quality)) if p is not None]
+        if matches:
+            return to_micro(max(matches))
+        if price.per_image is not None:
+            return to_micro(price.per_image)
+        # No base price and no match: the upstream may choose any listed size or quality.
+        table = [*price.by_size.values(), *price.by_quality.values()]
+        return to_micro(max(table)) if table else 0
+
+    def _has_per_image(self, price: PriceConfig) -> bool:
+        return price.per_image is not None or bool(price.by_size) or bool(price.by_quality)
+
+    @staticmethod
+    def _per_token(price: PriceConfig) -> bool:
+        return price.input_per_million is not None or price.output_per_million is not None
+
+    @staticmethod
+    def _tokens(price: PriceConfig, input_tokens: int, output_tokens: int) -> int:
         total = (Decimal(input_tokens) * (price.input_per_million or 0)
                  + Decimal(output_tokens) * (price.output_per_million or 0)) / MICRO
         return to_micro(total)
 
-    def _per_token(self, price: PriceConfig) -> bool:
-        return price.input_per_million is not None or price.output_per_million is not None
-
     def max_cost(self, job: ImageJob) -> int:
-        """What a hold must cover: every requested image at its highest possible price."""
+        """What a hold must cover: every requested image at the highest price it can have."""
         price = self._prices.get(job.model)
         if price is None:
             return 0
+        ceilings = []
         if self._per_token(price):
-            return self._tokens(price, price.max_input_tokens, job.n * price.max_output_tokens_per_image)
-        return job.n * self._per_image(price, job)
+            ceilings.append(self._tokens(price, price.max_input_tokens,
+                                         job.n * price.max_output_tokens_per_image))
+        if self._has_per_image(price):
+            ceilings.append(job.n * self._per_image(price, job))
+        return max(ceilings, default=0)
 
     def cost(self, job: ImageJob, delivered: int, usage: Usage | None) -> int:
         """What the caller owes for ``delivered`` images; never more than ``max_cost``."""
         price = self._prices.get(job.model)
-        if price is None or delivered == 0:
+        if price is None or delivered <= 0:
             return 0
         ceiling = self.max_cost(job)
-        if self._per_token(price):
-            if usage is None or usage.total_tokens == 0:
-                return ceiling * delivered // job.n
+        delivered = min(delivered, job.n)
+        if self._per_token(price) and usage is not None and usage.input_tokens + usage.output_tokens > 0:
             return min(ceiling, self._tokens(price, usage.input_tokens, usage.output_tokens))
-        return min(ceiling, delivered * self._per_image(price, job))
+        if self._has_per_image(price):
+            return min(ceiling, delivered * self._per_image(price, job))
+        # Per-token price but the upstream reported no usage: the delivered share of the hold.
+        return ceiling * delivered // job.n

@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 
-from sqlalchemy import insert
+from sqlalchemy import case, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate.accounts import Principal
@@ -62,3 +63,52 @@ class UsageLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.flush()
+
+
+@dataclass(frozen=True)
+class ModelTotals:
+    requests: int
+    succeeded: int
+    images: int
+    cost: int
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """Totals of an account's usage log (or of every account's) and one page of recent rows."""
+
+    requests: int
+    succeeded: int
+    images: int
+    cost: int
+    by_model: dict[str, ModelTotals]
+    recent: list[UsageRecord]
+    has_more: bool
+
+
+async def usage_report(session: AsyncSession, account_id: str | None, *, limit: int,
+                       before: int | None = None, since: float | None = None) -> UsageReport:
+    """``account_id`` None: every account (the admin view). ``recent`` is newest first, at most
+    ``limit`` rows with ids below ``before`` (the cursor of the previous page)."""
+    scope = []
+    if account_id is not None:
+        scope.append(UsageRecord.account_id == account_id)
+    if since is not None:
+        scope.append(UsageRecord.created_at >= since)
+    ok = case((UsageRecord.status == "success", 1), else_=0)
+    rows = await session.execute(
+        select(UsageRecord.model, func.count(), func.coalesce(func.sum(ok), 0),
+               func.coalesce(func.sum(UsageRecord.images), 0), func.coalesce(func.sum(UsageRecord.cost), 0))
+        .where(*scope).group_by(UsageRecord.model).order_by(UsageRecord.model))
+    by_model = {m: ModelTotals(int(n), int(s), int(i), int(c)) for m, n, s, i, c in rows}
+    page = select(UsageRecord).where(*scope).order_by(UsageRecord.id.desc()).limit(limit + 1)
+    if before is not None:
+        page = page.where(UsageRecord.id < before)
+    recent = list((await session.execute(page)).scalars())
+    return UsageReport(
+        requests=sum(t.requests for t in by_model.values()),
+        succeeded=sum(t.succeeded for t in by_model.values()),
+        images=sum(t.images for t in by_model.values()),
+        cost=sum(t.cost for t in by_model.values()),
+        by_model=by_model, recent=recent[:limit], has_more=len(recent) > limit,
+    )

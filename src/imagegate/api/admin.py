@@ -1,0 +1,195 @@
+"""The operator's API under ``/admin/``: accounts, top-ups, keys, usage, tasks.
+
+Mounted only when ``IMAGEGATE_ADMIN_TOKEN`` (``admin_token``) is set — otherwise every
+``/admin/`` path is a plain 404 — and every call must send ``Authorization: Bearer <token>``.
+Amounts are accepted as decimal strings or numbers in currency units (``"12.50"``) and answered
+as decimal strings plus integer micro-units.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from starlette.responses import Response
+
+from imagegate.accounts import create_account, create_key, find_key, parse_expiry
+from imagegate.api.deps import StateDep, app_state
+from imagegate.api.render import json_response
+from imagegate.api.usage import Before, Limit, Since, money, usage_body
+from imagegate.billing.ledger import credit
+from imagegate.billing.prices import parse_amount
+from imagegate.billing.usage import usage_report
+from imagegate.core.errors import AuthenticationFailed, InvalidRequest, NotFound
+from imagegate.db.models import Account, ApiKey, Task
+from imagegate.state import AppState
+
+
+async def require_admin(request: Request) -> None:
+    token = app_state(request).settings.admin_token or ""
+    auth = request.headers.get("authorization", "")
+    given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    if not token or not secrets.compare_digest(given.encode(), token.encode()):
+        raise AuthenticationFailed("Admin calls need 'Authorization: Bearer <IMAGEGATE_ADMIN_TOKEN>'.")
+
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AccountCreate(_Body):
+    name: str = Field(min_length=1, max_length=200)
+    balance: Decimal = Decimal(0)
+    """Opening balance in currency units."""
+    unlimited: bool = False
+    """Never billed (no holds, no ledger)."""
+
+
+class TopUp(_Body):
+    amount: Decimal
+
+
+class KeyCreate(_Body):
+    name: str = Field(min_length=1, max_length=200)
+    account_id: str | None = None
+    """Owner; default: a new unlimited account."""
+    models: list[str] | None = None
+    """Public model names the key may use; default: all."""
+    rpm: int | None = Field(default=None, ge=1)
+    expires: str | None = None
+    """``30d``, ``12h`` … from now, or an ISO 8601 date or date-time."""
+
+
+def _amount(value: Decimal, param: str) -> int:
+    try:
+        return parse_amount(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"{param}: {exc}", param=param) from None
+
+
+async def _account_body(state: AppState, account_id: str) -> dict[str, Any]:
+    st = await state.billing.ledger.statement(account_id)
+    if st is None:
+        raise NotFound(f"No account {account_id!r}.", param="account_id")
+    return {"id": st.account_id, "object": "account", "name": st.name, "unlimited": st.unlimited,
+            **money("balance", st.balance), **money("held", st.held), "open_holds": st.open_holds,
+            **money("ledger_sum", st.ledger_sum), "consistent": st.consistent}
+
+
+def _key_body(k: ApiKey) -> dict[str, Any]:
+    return {"id": k.id, "object": "api_key", "account_id": k.account_id, "name": k.name, "prefix": k.prefix,
+            "models": k.models, "rpm": k.rpm, "expires_at": k.expires_at, "created_at": k.created_at,
+            "revoked_at": k.revoked_at}
+
+
+@router.get("/accounts", summary="List accounts")
+async def list_accounts(state: StateDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                        offset: Annotated[int, Query(ge=0)] = 0) -> Response:
+    async with state.sessions() as s:
+        rows = (await s.execute(select(Account).order_by(Account.created_at, Account.id)
+                                .limit(limit).offset(offset))).scalars()
+        data = [{"id": a.id, "object": "account", "name": a.name, "unlimited": a.unlimited,
+                 **money("balance", a.balance), "created_at": a.created_at} for a in rows]
+    return json_response({"object": "list", "data": data})
+
+
+@router.post("/accounts", status_code=201, summary="Create an account (optionally with a balance)")
+async def new_account(state: StateDep, body: AccountCreate) -> Response:
+    balance = _amount(body.balance, "balance")
+    async with state.sessions.begin() as s:
+        account = await create_account(s, body.name, unlimited=body.unlimited)
+        await s.flush()
+        if balance:
+            await credit(s, account.id, balance)
+    return json_response(await _account_body(state, account.id), status=201)
+
+
+@router.get("/accounts/{account_id}", summary="An account's balance, open holds and ledger check")
+async def show_account(state: StateDep, account_id: str) -> Response:
+    return json_response(await _account_body(state, account_id))
+
+
+@router.post("/accounts/{account_id}/topup", summary="Add money to an account")
+async def topup(state: StateDep, account_id: str, body: TopUp) -> Response:
+    amount = _amount(body.amount, "amount")
+    if amount == 0:
+        raise InvalidRequest("amount: a top-up must be positive.", param="amount")
+    try:
+        await state.billing.ledger.topup(account_id, amount)
+    except LookupError:
+        raise NotFound(f"No account {account_id!r}.", param="account_id") from None
+    return json_response(await _account_body(state, account_id))
+
+
+@router.get("/keys", summary="List API keys (never their secret values)")
+async def list_keys(state: StateDep, account_id: str | None = None) -> Response:
+    query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+    if account_id is not None:
+        query = query.where(ApiKey.account_id == account_id)
+    async with state.sessions() as s:
+        data = [_key_body(k) for k in (await s.execute(query)).scalars()]
+    return json_response({"object": "list", "data": data})
+
+
+@router.post("/keys", status_code=201, summary="Create an API key; the answer shows it once")
+async def new_key(state: StateDep, body: KeyCreate) -> Response:
+    try:
+        expires_at = parse_expiry(body.expires) if body.expires else None
+    except ValueError as exc:
+        raise InvalidRequest(f"expires: {exc}", param="expires") from None
+    try:
+        async with state.sessions.begin() as s:
+            new = await create_key(s, name=body.name, models=body.models, account_id=body.account_id,
+                                   rpm=body.rpm, expires_at=expires_at)
+    except LookupError:
+        raise NotFound(f"No account {body.account_id!r}.", param="account_id") from None
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="models" if "model" in str(exc) else "rpm") from None
+    return json_response({"id": new.id, "object": "api_key", "account_id": new.account_id, "key": new.key,
+                          "webhook_secret": new.webhook_secret, "expires_at": expires_at}, status=201)
+
+
+@router.post("/keys/{key_id}/revoke", summary="Revoke an API key")
+async def revoke_key(state: StateDep, key_id: str) -> Response:
+    async with state.sessions.begin() as s:
+        key = await find_key(s, key_id)
+        if key is None:
+            raise NotFound(f"No key {key_id!r}.", param="key_id")
+        key.revoked_at = key.revoked_at or time.time()
+        body = _key_body(key)
+    state.keys.forget()  # this process at once; other processes within the cache TTL
+    return json_response(body)
+
+
+@router.get("/usage", summary="Usage totals and recent requests, of one account or all")
+async def usage(state: StateDep, account_id: str | None = None, limit: Limit = 50, before: Before = None,
+                since: Since = None) -> Response:
+    await state.usage_log.flush()
+    async with state.sessions() as s:
+        report = await usage_report(s, account_id, limit=limit, before=before, since=since)
+    return json_response({"object": "usage", "account_id": account_id, **usage_body(report)})
+
+
+@router.get("/tasks", summary="List async tasks, newest first")
+async def list_tasks(state: StateDep, status: str | None = None, account_id: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
+    query = select(Task).order_by(Task.submit_time.desc()).limit(limit)
+    if status is not None:
+        query = query.where(Task.status == status.upper())
+    if account_id is not None:
+        query = query.where(Task.account_id == account_id)
+    async with state.sessions() as s:
+        data = [{"task_id": t.id, "account_id": t.account_id, "key_id": t.key_id, "action": t.action,
+                 "model": t.model, "status": t.status, "progress": t.progress, "fail_reason": t.fail_reason,
+                 "attempts": t.attempts, "submit_time": int(t.submit_time),
+                 "finish_time": int(t.finish_time) if t.finish_time else None, "hold_id": t.hold_id}
+                for t in (await s.execute(query)).scalars()]
+    return json_response({"object": "list", "data": data})
