@@ -6,6 +6,7 @@ from __future__ import annotations
 from imagegate.providers.base import Adapter
 from imagegate.providers.bfl import BflAdapter
 from imagegate.providers.chat_image import ChatImageAdapter
+from imagegate.providers.dashscope import DashScopeAdapter
 from imagegate.providers.fal import FalAdapter
 from imagegate.providers.gemini import GeminiAdapter
 from imagegate.providers.openai import OpenAIAdapter
@@ -16,6 +17,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     for a in (
         OpenAIAdapter,
         RecraftAdapter,
+        DashScopeAdapter,
         ChatImageAdapter,
         FalAdapter,
         GeminiAdapter,
