@@ -189,8 +189,7 @@ class BflAdapter(Adapter):
         try:
             reply = await self.send("GET", url, headers=self._auth())
         except errors.UpstreamRejected as exc:  # a 404/422 on a poll: the task is gone
-            raise errors.UpstreamError(f"BFL lost the task {handle['id']}: {exc.message}",
-                                       code="upstream_task_failed") from exc
+            raise errors.UpstreamError(f"BFL lost the task {handle['id']}: {exc.message}") from exc
         task = self.parse(_Task, reply)
         if task.status == "Pending":
             done = task.progress if task.progress is not None else 0.0
@@ -204,8 +203,7 @@ class BflAdapter(Adapter):
             raise errors.ContentRefused(f"BFL's moderation rejected {what} ({task.status}){details}",
                                         reason=task.status, prompt_blocked=task.status == "Request Moderated")
         # "Error", "Task not found", or a status this adapter does not know: terminal.
-        raise errors.UpstreamError(f"The BFL task ended with status {task.status!r}{details}",
-                                   code="upstream_task_failed")
+        raise errors.UpstreamError(f"The BFL task ended with status {task.status!r}{details}")
 
     def _auth(self) -> dict[str, str]:
         return {"x-key": self.channel.api_key or ""}
