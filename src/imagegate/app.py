@@ -10,11 +10,12 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate import __version__
-from imagegate.api import admin, errors, files, images, models, usage
+from imagegate.api import admin, errors, files, images, models, tasks, usage
 from imagegate.api.render import json_response
 from imagegate.config import Settings, load_settings
 from imagegate.core.errors import PayloadTooLarge
 from imagegate.state import build_state
+from imagegate.tasks.worker import TaskRunner
 
 
 class BodyLimit:
@@ -55,15 +56,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = await build_state(settings)
         app.state.ig = state
         app.state.store, app.state.signer = state.store, state.signer  # used by the files route
+        runner = TaskRunner(state)  # async tasks: workers, reaper, webhook outbox
+        runner.start()
         try:
             yield
         finally:
+            await runner.stop()
             await state.aclose()
 
     app = FastAPI(title="imagegate", version=__version__, lifespan=lifespan,
                   description="One DALL·E-style API in front of many image-generation upstreams.")
     errors.install(app)
-    for module in (images, models, files, usage):
+    for module in (images, models, files, usage, tasks):
         app.include_router(module.router)
     if settings.admin_token:  # no token, no admin API: /admin/ paths are plain 404s
         app.include_router(admin.router)

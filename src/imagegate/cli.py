@@ -218,6 +218,10 @@ def parser() -> argparse.ArgumentParser:
     kr = keys.add_parser("revoke", help="revoke a key by its value or id")
     kr.add_argument("key")
     kr.set_defaults(handler=keys_revoke)
+
+    from imagegate.tasks.commands import add_commands as add_task_commands
+
+    add_task_commands(sub)
     return p
 
 

@@ -93,6 +93,11 @@ class TasksConfig(_Strict):
     retention_days: float = Field(default=7.0, gt=0)
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_timeout: float = Field(default=15.0, gt=0)
+    webhook_backoff: float = Field(default=30.0, gt=0)
+    """Seconds before the first webhook retry; doubled per attempt, with jitter."""
+    poll_seconds: float = Field(default=1.0, gt=0)
+    """How often idle workers look in the database for tasks other processes queued (this
+    process's own submissions and due polls wake them at once)."""
 
 
 class Settings(_Strict):

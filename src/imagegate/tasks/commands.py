@@ -1,0 +1,75 @@
+"""``imagegate tasks list [--status S]`` and ``imagegate tasks show ID``: what operators see."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+from typing import Any
+
+from sqlalchemy import select
+
+from imagegate.config import Settings
+from imagegate.db.models import Task, WebhookDelivery
+from imagegate.tasks.queue import FAILURE, IN_PROGRESS, QUEUED, SUCCESS, TaskQueue
+
+
+def _when(ts: float | None) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ") if ts else "-"
+
+
+async def _queue(settings: Settings) -> tuple[TaskQueue, Any]:
+    from imagegate.db.migrate import upgrade
+    from imagegate.db.session import make_engine, make_sessionmaker
+
+    await asyncio.to_thread(upgrade, settings.database_url)
+    engine = make_engine(settings.database_url)
+    return TaskQueue(make_sessionmaker(engine)), engine
+
+
+async def tasks_list(settings: Settings, args: argparse.Namespace) -> None:
+    queue, engine = await _queue(settings)
+    try:
+        rows = await queue.recent(status=args.status, limit=args.limit)
+    finally:
+        await engine.dispose()
+    print(f"{'id':<32}  {'status':<11} {'prog':>4}  {'submitted':<20} {'model':<20} {'platform':<10} "
+          f"{'account':<29} reason")
+    for t in rows:
+        print(f"{t.id:<32}  {t.status:<11} {t.progress:>3}%  {_when(t.submit_time):<20} {t.model:<20} "
+              f"{t.platform:<10} {t.account_id:<29} {t.fail_reason[:80]}")
+
+
+async def tasks_show(settings: Settings, args: argparse.Namespace) -> None:
+    queue, engine = await _queue(settings)
+    try:
+        task = await queue.get(args.id.lower())
+        if task is None:
+            raise SystemExit(f"no task {args.id!r}")
+        async with queue.sessions() as s:
+            deliveries = list((await s.execute(
+                select(WebhookDelivery).where(WebhookDelivery.task_id == task.id)
+                .order_by(WebhookDelivery.created_at))).scalars())
+    finally:
+        await engine.dispose()
+    out: dict[str, Any] = {c.name: getattr(task, c.name) for c in Task.__table__.columns}
+    for name in ("submit_time", "start_time", "finish_time", "deadline_at", "run_after", "lease_until"):
+        out[name] = _when(out[name]) if out[name] else None
+    out["webhook_deliveries"] = [
+        {"id": d.id, "url": d.url, "status": d.status, "attempts": d.attempts, "last_status": d.last_status,
+         "last_error": d.last_error, "next_attempt_at": _when(d.next_attempt_at)} for d in deliveries]
+    print(json.dumps(out, indent=2, default=str))
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``tasks list`` and ``tasks show`` on the ``imagegate`` sub-parsers."""
+    tasks = sub.add_parser("tasks", help="async tasks").add_subparsers(dest="tasks_command", required=True)
+    tl = tasks.add_parser("list", help="recent tasks, newest first")
+    tl.add_argument("--status", type=str.upper, choices=[QUEUED, IN_PROGRESS, SUCCESS, FAILURE],
+                    help="only tasks in this state (IN_PROGRESS includes QUEUED)")
+    tl.add_argument("--limit", type=int, default=50)
+    tl.set_defaults(handler=tasks_list)
+    ts = tasks.add_parser("show", help="everything about one task: request, state, result, webhooks")
+    ts.add_argument("id")
+    ts.set_defaults(handler=tasks_show)

@@ -1,0 +1,154 @@
+"""The webhook outbox: deliver finished tasks to their ``webhook`` URL, signed, with retries.
+
+A delivery row is written in the same transaction that finishes its task (``worker.py``), so a
+webhook exists exactly for finished tasks. The sender claims due rows with a short lease, POSTs
+the task object — rendered at each attempt, so image URLs are freshly signed even on a late
+retry — and records the outcome:
+
+- any 2xx: ``delivered``;
+- 410 Gone: ``failed`` at once (Standard Webhooks: the endpoint asks to be disabled);
+- anything else (other status, timeout, refused connection, an address the SSRF rules refuse):
+  retried after ``tasks.webhook_backoff * 2^(attempt-1)`` seconds with jitter, until
+  ``tasks.webhook_max_attempts`` attempts were made, then ``failed``.
+
+Signing follows Standard Webhooks (``providers.md`` §8): ``webhook-id`` is the delivery id, the
+same on every retry (receivers dedupe on it); ``webhook-timestamp`` is this attempt's Unix time;
+``webhook-signature`` is ``v1,<base64 HMAC-SHA256 of "id.timestamp.body">`` under the key's
+``whsec_`` secret, computed by the ``standardwebhooks`` package itself. Redirects are not
+followed (``SafeClient.post``). Retries never block anything: tasks are already finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import time
+from datetime import UTC, datetime
+
+import orjson
+from sqlalchemy import or_, select, update
+from standardwebhooks import Webhook
+
+from imagegate import __version__
+from imagegate.core.errors import InvalidRequest
+from imagegate.db.models import ApiKey, Task, WebhookDelivery
+from imagegate.state import AppState
+from imagegate.tasks.queue import skip_locked
+from imagegate.tasks.view import task_object
+
+log = logging.getLogger("imagegate.webhooks")
+
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+IN_FLIGHT = 32
+MAX_DELAY = 24 * 3600.0
+
+
+def signed_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The Standard Webhooks headers for ``body`` (the exact bytes sent)."""
+    signature = Webhook(secret).sign(msg_id, datetime.fromtimestamp(timestamp, tz=UTC), body.decode())
+    return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp), "webhook-signature": signature,
+            "content-type": "application/json", "user-agent": f"imagegate/{__version__}"}
+
+
+def backoff(attempt: int, base: float) -> float:
+    """Seconds before retry number ``attempt`` (1-based): exponential, capped, with "equal
+    jitter" (half fixed, half random) so receivers that failed together are not hit together."""
+    delay = min(MAX_DELAY, base * 2.0 ** (attempt - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+class WebhookSender:
+    """Claims due deliveries and sends them, at most ``IN_FLIGHT`` at once per process."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self.cfg = state.settings.tasks
+        self.wake = asyncio.Event()
+        self.running: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        while True:
+            self.wake.clear()
+            try:
+                free = IN_FLIGHT - len(self.running)
+                for d in await self.claim(free) if free > 0 else []:
+                    t = asyncio.create_task(self.deliver(d), name=f"webhook-{d.id}")
+                    self.running[d.id] = t
+                    t.add_done_callback(functools.partial(self._done, d.id))
+            except Exception:
+                log.exception("could not claim webhook deliveries")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.cfg.poll_seconds)
+
+    def _done(self, delivery_id: str, _task: asyncio.Task[None]) -> None:
+        self.running.pop(delivery_id, None)
+        self.wake.set()
+
+    async def stop(self) -> None:
+        ids, work = list(self.running), list(self.running.values())
+        for t in work:
+            t.cancel()
+        await asyncio.gather(*work, return_exceptions=True)
+        if ids:  # hand interrupted attempts back at once
+            with contextlib.suppress(Exception):
+                async with self.state.sessions.begin() as s:
+                    await s.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(ids))
+                                    .values(lease_until=None))
+
+    async def claim(self, k: int) -> list[WebhookDelivery]:
+        """Lease up to ``k`` due deliveries for one attempt each."""
+        now = time.time()
+        d = WebhookDelivery
+        async with self.state.sessions.begin() as s:
+            pick = skip_locked(
+                select(d.id).where(d.status == PENDING, d.next_attempt_at <= now,
+                                   or_(d.lease_until.is_(None), d.lease_until < now))
+                .order_by(d.next_attempt_at).limit(k), s)
+            stmt = (update(d).where(d.id.in_(pick.scalar_subquery()))
+                    .values(lease_until=now + self.cfg.webhook_timeout + 30).returning(d)
+                    .execution_options(synchronize_session=False))
+            return list((await s.execute(stmt)).scalars())
+
+    async def deliver(self, d: WebhookDelivery) -> None:
+        """One attempt, then its outcome recorded."""
+        async with self.state.sessions() as s:
+            task = await s.get(Task, d.task_id)
+            key = await s.get(ApiKey, d.key_id)
+        if task is None or key is None:
+            await self._record(d, None, "The task or its API key no longer exists.", final=True)
+            return
+        body = orjson.dumps(await task_object(self.state, task))
+        headers = signed_headers(key.webhook_secret, d.id, int(time.time()), body)
+        status: int | None = None
+        try:
+            status = await self.state.safe.post(d.url, body, headers, timeout=self.cfg.webhook_timeout)
+            error = "" if 200 <= status < 300 else f"The endpoint answered HTTP {status}."
+        except InvalidRequest as exc:  # refused address, connection failure, timeout
+            error = exc.message
+        except Exception as exc:
+            log.exception("webhook %s: unexpected error", d.id)
+            error = f"{type(exc).__name__}: {exc}"
+        await self._record(d, status, error, final=status == 410)
+
+    async def _record(self, d: WebhookDelivery, status: int | None, error: str, *, final: bool) -> None:
+        attempts = d.attempts + 1
+        now = time.time()
+        if status is not None and 200 <= status < 300:
+            outcome, next_at = DELIVERED, now
+        elif final or attempts >= self.cfg.webhook_max_attempts:
+            outcome, next_at = FAILED, now
+            log.warning("webhook %s for task %s failed after %d attempts: %s", d.id, d.task_id, attempts, error)
+        else:
+            outcome, next_at = PENDING, now + backoff(attempts, self.cfg.webhook_backoff)
+        async with self.state.sessions.begin() as s:
+            # Guarded by the attempt count: an attempt that outlived its lease and raced a
+            # second one is recorded once.
+            await s.execute(update(WebhookDelivery)
+                            .where(WebhookDelivery.id == d.id, WebhookDelivery.attempts == d.attempts)
+                            .values(attempts=attempts, status=outcome, next_attempt_at=next_at, lease_until=None,
+                                    last_status=status, last_error=error))
+        if outcome == PENDING:
+            asyncio.get_running_loop().call_later(next_at - now, self.wake.set)
