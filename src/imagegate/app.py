@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate import __version__
-from imagegate.api import admin, errors, files, images, models, tasks, usage
+from imagegate.api import admin, chat, errors, files, gemini, images, models, tasks, usage
 from imagegate.api.render import json_response
 from imagegate.config import Settings, load_settings
 from imagegate.core.errors import PayloadTooLarge
@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="imagegate", version=__version__, lifespan=lifespan,
                   description="One DALL·E-style API in front of many image-generation upstreams.")
     errors.install(app)
-    for module in (images, models, files, usage, tasks):
+    for module in (images, models, files, usage, tasks, chat, gemini):
         app.include_router(module.router)
     if settings.admin_token:  # no token, no admin API: /admin/ paths are plain 404s
         app.include_router(admin.router)

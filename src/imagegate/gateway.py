@@ -92,6 +92,8 @@ def _error_to_dict(exc: ImagegateError) -> dict[str, str]:
         out["param"] = exc.param
     if isinstance(exc, errors.ContentRefused | errors.NoImageReturned):
         out["reason"] = exc.reason
+    if isinstance(exc, errors.ContentRefused) and exc.prompt_blocked:
+        out["prompt_blocked"] = "true"  # the Gemini surface renders it as promptFeedback
     return out
 
 
@@ -99,8 +101,11 @@ def error_from_dict(d: dict[str, str]) -> ImagegateError:
     cls = getattr(errors, d.get("type", ""), errors.UpstreamError)
     if not (isinstance(cls, type) and issubclass(cls, ImagegateError)):
         cls = errors.UpstreamError
-    if cls in (errors.ContentRefused, errors.NoImageReturned):
-        return cls(d["message"], reason=d.get("reason", "OTHER"), param=d.get("param"))
+    if cls is errors.ContentRefused:
+        return errors.ContentRefused(d["message"], reason=d.get("reason", "OTHER"), param=d.get("param"),
+                                     prompt_blocked=d.get("prompt_blocked") == "true")
+    if cls is errors.NoImageReturned:
+        return errors.NoImageReturned(d["message"], reason=d.get("reason", "OTHER"), param=d.get("param"))
     return cls(d["message"], param=d.get("param"))
 
 

@@ -1,0 +1,243 @@
+"""POST /v1/chat/completions for image models: the surface of clients that only speak chat.
+
+The last user message is the prompt; its ``image_url`` parts (and markdown images in its text)
+are reference images. With none, the most recent image earlier in the conversation — usually the
+picture the assistant answered with — is the reference, so "now make the sky purple" edits the
+last picture: the generate-then-refine loop. The answer is an ordinary chat completion whose
+content carries each image as a markdown link to this gateway. The job itself is the same
+``ImageJob`` the images endpoints run (same routing, failover, billing, storage); the original
+body travels along as ``job.native`` for chat-protocol upstreams.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from imagegate.api import sse
+from imagegate.api.chat_schemas import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatMessage,
+    ChatUsage,
+    Choice,
+    ChunkChoice,
+    Delta,
+)
+from imagegate.api.deps import PrincipalDep, StateDep
+from imagegate.api.images import pydantic_error, source_from_string
+from imagegate.api.render import json_response
+from imagegate.core.errors import ImagegateError, InvalidRequest, ModelNotFound
+from imagegate.core.job import ImageJob, ImageSource, NativeRequest, Usage
+from imagegate.gateway import Outcome
+from imagegate.routing import Router
+from imagegate.state import AppState
+
+router = APIRouter(tags=["chat"])
+
+# ``![alt](url)``; the URL may be a data URI. Titles (``![a](url "t")``) are tolerated.
+_MARKDOWN_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+_DATA_URI = re.compile(r"data:image/[a-z0-9.+-]+;base64,[A-Za-z0-9+/=_-]+", re.IGNORECASE)
+_IMAGE_URL = re.compile(r"https?://[^\s)\"'<>]+?\.(?:png|jpe?g|webp|gif)(?:\?[^\s)\"'<>]*)?", re.IGNORECASE)
+_LINK = re.compile(r"\[[^\]]*\]\(\s*<?([^)\s>]+)>?\s*\)")
+_IMAGE_PARAMS = ("user", "size", "aspect_ratio", "image_size", "quality", "style", "background",
+                 "output_format", "seed", "negative_prompt")
+
+
+@router.post(
+    "/v1/chat/completions",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": ChatCompletionRequest.model_json_schema()}}}},
+    summary="Draw with an image model through chat completions (stream: true supported)",
+)
+async def completions(request: Request, state: StateDep, principal: PrincipalDep) -> Response:
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest("The request body is not valid JSON.") from exc
+    try:
+        req = ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        raise pydantic_error(exc) from exc
+    if req.model not in state.router.models():
+        raise ModelNotFound(
+            f"The model {req.model!r} is not an image model served here: chat completions on this gateway "
+            "draw with image models only (see GET /v1/models).", param="model")
+    principal.require_model(req.model)
+    job = fit_references(state.router, *to_job(req, body, state))
+    request_id = uuid.uuid4().hex
+    completion_id = f"chatcmpl-{request_id}"
+    headers = {"x-request-id": request_id}
+    if not req.stream:
+        outcome = await state.gateway.execute(job, principal, request_id=request_id)
+        if outcome.dropped:
+            headers["x-imagegate-dropped-params"] = ",".join(outcome.dropped)
+        answer = ChatCompletion(
+            id=completion_id, created=int(time.time()), model=req.model, usage=chat_usage(outcome.usage),
+            choices=[Choice(index=i, message=AssistantMessage(content=c))
+                     for i, c in enumerate(contents(state, outcome, job.n))])
+        return json_response(answer.model_dump(), headers=headers)
+
+    task = await sse.start(state.gateway.execute(job, principal, request_id=request_id))
+    created = int(time.time())
+
+    def chunk(choices: list[ChunkChoice], usage: ChatUsage | None = None) -> bytes:
+        payload = ChatCompletionChunk(id=completion_id, created=created, model=req.model,
+                                      choices=choices, usage=usage)
+        return b"data: " + orjson.dumps(payload.model_dump(exclude_none=True)) + b"\n\n"
+
+    async def render(outcome: Outcome) -> list[bytes]:
+        texts = contents(state, outcome, job.n)
+        out = [chunk([ChunkChoice(index=i, delta=Delta(content=t))]) for i, t in enumerate(texts)]
+        out += [chunk([ChunkChoice(index=i, delta=Delta(), finish_reason="stop")]) for i in range(len(texts))]
+        if req.stream_options is not None and req.stream_options.include_usage:
+            out.append(chunk([], chat_usage(outcome.usage)))
+        return out
+
+    def render_error(exc: ImagegateError) -> list[bytes]:
+        # What OpenAI sends when a stream fails after it started; the SDK raises ``APIError``.
+        return [b"data: " + orjson.dumps(exc.to_openai()) + b"\n\n"]
+
+    response = sse.stream(
+        task, head=[chunk([ChunkChoice(index=0, delta=Delta(role="assistant", content=""))])],
+        keepalive=b": keep-alive\n\n", render=render, render_error=render_error, tail=[b"data: [DONE]\n\n"])
+    response.headers.update(headers)
+    return response
+
+
+def to_job(req: ChatCompletionRequest, body: dict[str, Any], state: AppState) -> tuple[ImageJob, bool]:
+    """The ``ImageJob`` a conversation asks for (see the module docstring), and whether its
+    reference image was taken from the history rather than given with the prompt."""
+    last = next((i for i in range(len(req.messages) - 1, -1, -1) if req.messages[i].role == "user"), None)
+    if last is None:
+        raise InvalidRequest("messages must contain a user message: it is the prompt.", param="messages")
+    prompt, urls = prompt_and_images(req.messages[last], f"messages[{last}]")
+    if not prompt:
+        raise InvalidRequest("The last user message has no text; say what to draw or change.",
+                             param=f"messages[{last}].content")
+    images = [source_from_string(url, param=param, state=state) for url, param in urls]
+    implicit = not images
+    if implicit:
+        images = earlier_image(req.messages[:last], state)
+    fields = {name: getattr(req, name) for name in _IMAGE_PARAMS if getattr(req, name) is not None}
+    job = ImageJob(model=req.model, prompt=prompt, n=req.n, images=images, response_format="url",
+                   surface="chat", native=NativeRequest(protocol="chat", body=body), **fields)
+    return job, implicit and bool(images)
+
+
+def fit_references(router: Router, job: ImageJob, implicit: bool) -> ImageJob:
+    """A prompt with reference images is an edit where the model can edit (OpenAI sends those to
+    ``/images/edits``); models that take references only on generation keep ``generate``. An image
+    taken from the history is left out for a model that takes none (dall-e-3): every later turn
+    of a chat carries the history, and refusing them all would make the model unusable in chat."""
+    if not job.images:
+        return job
+    for candidate in (job.model_copy(update={"action": "edit"}), job):
+        try:
+            router.plan(candidate)
+        except InvalidRequest:
+            continue
+        return candidate
+    return job.model_copy(update={"images": []}) if implicit else job
+
+
+def prompt_and_images(message: ChatMessage, where: str) -> tuple[str, list[tuple[str, str]]]:
+    """The text of the prompt message, and its images as (url, param) pairs."""
+    if message.content is None:
+        return "", []
+    if isinstance(message.content, str):
+        return _split_markdown(message.content, f"{where}.content")
+    texts: list[str] = []
+    urls: list[tuple[str, str]] = []
+    for j, part in enumerate(message.content):
+        param = f"{where}.content[{j}]"
+        if part.type == "text":
+            text, found = _split_markdown(part.text or "", param)
+            texts.append(text)
+            urls += found
+        elif part.type == "image_url" and part.url():
+            urls.append((part.url() or "", f"{param}.image_url"))
+        else:
+            raise InvalidRequest(f"Content parts of type {part.type!r} are not supported by image models; "
+                                 "send text and image_url parts.", param=f"{param}.type")
+    return "\n".join(t for t in texts if t).strip(), urls
+
+
+def earlier_image(messages: list[ChatMessage], state: AppState) -> list[ImageSource]:
+    """The most recent image of the conversation before the prompt (the refine loop)."""
+    for i in range(len(messages) - 1, -1, -1):
+        found = _images_in(messages[i])
+        if found:
+            return [source_from_string(found[-1], param=f"messages[{i}].content", state=state)]
+    return []
+
+
+def _images_in(message: ChatMessage) -> list[str]:
+    if message.content is None:
+        return []
+    if isinstance(message.content, str):
+        return _find_images(message.content)
+    urls: list[str] = []
+    for part in message.content:
+        if part.type == "image_url" and part.url():
+            urls.append(part.url() or "")
+        elif part.text:
+            urls += _find_images(part.text)
+    return urls
+
+
+def _find_images(text: str) -> list[str]:
+    """Markdown images first (how this gateway answers), else bare data URIs or image URLs."""
+    return _MARKDOWN_IMAGE.findall(text) or _DATA_URI.findall(text) or _IMAGE_URL.findall(text)
+
+
+def _split_markdown(text: str, param: str) -> tuple[str, list[tuple[str, str]]]:
+    urls = [(u, param) for u in _MARKDOWN_IMAGE.findall(text)]
+    return _MARKDOWN_IMAGE.sub("", text).strip(), urls
+
+
+def contents(state: AppState, outcome: Outcome, n: int) -> list[str]:
+    """Message contents: one with every image, or one per image when the caller asked for
+    ``n`` > 1 (each choice then holds one image; model text goes with the first)."""
+    links = [f"![image]({_url(state, d.blob, d.b64, d.mime)})" for d in outcome.delivered]
+    groups = [links] if n == 1 else [[link] for link in links]
+    if text := model_text(outcome.text):
+        groups[0] = [text, *groups[0]]
+    return ["\n\n".join(g) for g in groups]
+
+
+def model_text(text: str | None) -> str | None:
+    """What the model wrote next to its images, without the images themselves: chat-served
+    upstreams write their picture into the text as a link to *their* short-lived URL (often with a
+    ``[download](same URL)`` beside it); the caller gets this gateway's copy instead."""
+    if not text:
+        return None
+    targets = set(_find_images(text)) | set(_DATA_URI.findall(text))
+    out = _DATA_URI.sub("", _MARKDOWN_IMAGE.sub("", text))
+    out = _LINK.sub(lambda m: "" if m.group(1) in targets else m.group(0), out)
+    for target in targets:
+        out = out.replace(target, "")
+    out = re.sub(r"\n{3,}", "\n\n", out).strip()
+    return out or None
+
+
+def _url(state: AppState, blob: str | None, b64: str | None, mime: str) -> str:
+    if blob is not None:
+        return state.store.url_for(blob, ttl=state.settings.url_ttl)
+    return f"data:{mime};base64,{b64 or ''}"
+
+
+def chat_usage(usage: Usage | None) -> ChatUsage:
+    if usage is None:
+        return ChatUsage()
+    total = usage.total_tokens or usage.input_tokens + usage.output_tokens
+    return ChatUsage(prompt_tokens=usage.input_tokens, completion_tokens=usage.output_tokens, total_tokens=total)
