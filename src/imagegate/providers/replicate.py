@@ -1,0 +1,213 @@
+"""FLUX models on Replicate.
+
+Wire contract: ``../shared/docs/providers.md`` §7 and the official client
+``replicate/replicate-python`` @ 0110c2c5 (``prediction.py``, ``model.py``, ``exceptions.py``):
+
+- official models: ``POST /v1/models/{owner}/{name}/predictions`` with ``{"input": {...}}``;
+  a pinned ``owner/name:version`` goes to ``POST /v1/predictions`` with ``version``;
+- ``Prefer: wait=N`` (1–60) holds the create request up to N seconds. We ask for a short wait
+  (channel option ``wait``, default 5; 0 sends no header) so fast models answer at once without
+  tying a connection up for a minute; a prediction not ``succeeded`` by then is polled at
+  ``urls.get``. (The SDK treats any status but ``starting`` after a blocking create as final;
+  we only trust ``succeeded``, which costs at most one extra GET);
+- statuses ``starting``/``processing`` → pending; ``succeeded`` → ``output`` (a URL, a list of
+  URLs, or data URIs); ``failed``/``canceled`` → the prediction's ``error`` text;
+- errors are RFC 7807 ``{"title", "detail", "status"}``.
+
+Model inputs: ``flux-dev`` and ``flux-schnell`` from Replicate's own predictor
+(``replicate/cog-flux`` ``predict.py``: eleven aspect ratios, ``num_outputs`` 1–4, ``webp``/``jpg``/
+``png``, ``flux-dev`` img2img through ``image`` + ``prompt_strength``); ``flux-1.1-pro`` and the
+Kontext models proxy BFL's API (inputs from their Replicate model pages: unverified against
+source). A refusal is read from the ``error`` text, which is all Replicate gives: the predictor's
+NSFW message and Replicate's ``E005`` "flagged as sensitive" code (``_REFUSAL_MARKERS``).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from imagegate.config import ChannelConfig, ConfigError
+from imagegate.core import errors
+from imagegate.core.errors import InvalidRequest
+from imagegate.core.geometry import nearest_ratio, requested_ratio
+from imagegate.core.job import Call, ImageJob, InputImage, OutputImage, Pending, ProviderResult
+from imagegate.providers.base import Adapter, ModelSpec, Reply
+
+_FLUX_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
+_PRO_RATIOS = ("1:1", "16:9", "3:2", "2:3", "4:5", "5:4", "9:16", "3:4", "4:3")
+_KONTEXT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "4:5", "5:4", "21:9", "9:21", "2:1", "1:2")
+_REFUSAL_MARKERS = ("nsfw", "flagged as sensitive", "(e005)")
+_PARAMS = frozenset({"size", "aspect_ratio", "seed", "output_format"})
+
+
+class _Rules(BaseModel):
+    spec: ModelSpec
+    ratios: tuple[str, ...]
+    formats: frozenset[str] | None  # None: passed as given (models we do not know)
+    image_field: str | None = None
+    n_field: bool = False
+    match_input: bool = False
+
+
+_EDIT = frozenset({"generate", "edit"})
+_RULES: dict[str, _Rules] = {
+    "flux-dev": _Rules(spec=ModelSpec(actions=_EDIT, max_n=4, max_images=1, params=_PARAMS | {"strength"}),
+                       ratios=_FLUX_RATIOS, formats=frozenset({"webp", "jpg", "png"}), image_field="image",
+                       n_field=True),
+    "flux-schnell": _Rules(spec=ModelSpec(max_n=4, params=_PARAMS), ratios=_FLUX_RATIOS,
+                           formats=frozenset({"webp", "jpg", "png"}), n_field=True),
+    "flux-1.1-pro": _Rules(spec=ModelSpec(params=_PARAMS), ratios=_PRO_RATIOS,
+                           formats=frozenset({"webp", "jpg", "png"})),
+    **{name: _Rules(spec=ModelSpec(actions=_EDIT, max_images=1, prompt_urls=True, params=_PARAMS),
+                    ratios=_KONTEXT_RATIOS, formats=frozenset({"jpg", "png"}), image_field="input_image",
+                    match_input=True)
+       for name in ("flux-kontext-pro", "flux-kontext-max")},
+}
+_OTHER = _Rules(spec=ModelSpec(params=_PARAMS), ratios=_FLUX_RATIOS, formats=None)
+
+
+def _rules(upstream_model: str) -> _Rules:
+    name = upstream_model.split(":")[0].rsplit("/", 1)[-1]
+    return _RULES.get(name, _OTHER)
+
+
+class _Options(BaseModel):
+    """``options:`` of a ``replicate`` channel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    wait: int = Field(default=5, ge=0, le=60)
+    """Seconds the create request may block (``Prefer: wait=N``); 0 sends no header."""
+
+
+class _Urls(BaseModel):
+    get: str
+
+
+class _Prediction(BaseModel):
+    status: str
+    output: str | list[str] | None = None
+    error: str | None = None
+    version: str | None = None
+    urls: _Urls
+
+
+class _Problem(BaseModel):
+    detail: str | None = None
+    title: str | None = None
+
+
+class ReplicateAdapter(Adapter):
+    """Replicate predictions: create with ``Prefer: wait``, poll ``urls.get`` while not terminal."""
+
+    provider = "replicate"
+    key_env = "REPLICATE_API_TOKEN"
+    default_base_url = "https://api.replicate.com"
+    default_models = {
+        "flux-dev": "black-forest-labs/flux-dev",
+        "flux-schnell": "black-forest-labs/flux-schnell",
+        "flux-pro": "black-forest-labs/flux-1.1-pro",
+        "flux-pro-1.1": "black-forest-labs/flux-1.1-pro",
+        "flux-kontext-pro": "black-forest-labs/flux-kontext-pro",
+        "flux-kontext-max": "black-forest-labs/flux-kontext-max",
+    }
+
+    def __init__(self, channel: ChannelConfig, http: aiohttp.ClientSession) -> None:
+        super().__init__(channel, http)
+        try:
+            self.options = _Options.model_validate(channel.options)
+        except ValidationError as exc:
+            raise ConfigError(f"channel {channel.name!r} options: {exc.errors()[0]['msg']}") from exc
+
+    def spec(self, upstream_model: str) -> ModelSpec:
+        return _rules(upstream_model).spec
+
+    def check(self, job: ImageJob, upstream_model: str) -> None:
+        formats = _rules(upstream_model).formats
+        fmt = _format(job.output_format)
+        if fmt and formats is not None and fmt not in formats:
+            raise InvalidRequest(f"output_format {job.output_format!r} is not one of {sorted(formats)} for "
+                                 f"{job.model}.", param="output_format")
+        requested_ratio(job.size, job.aspect_ratio)  # a malformed size or ratio is a 400 now
+
+    @property
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.channel.api_key or ''}"}
+
+    async def submit(self, call: Call) -> ProviderResult | Pending:
+        model, _, version = call.upstream_model.partition(":")
+        body: dict[str, Any] = {"input": self._input(call)}
+        if version:
+            url, body["version"] = f"{self.base_url}/v1/predictions", version
+        else:
+            url = f"{self.base_url}/v1/models/{model}/predictions"
+        headers = dict(self._auth)
+        if self.options.wait:
+            headers["Prefer"] = f"wait={self.options.wait}"
+        reply = await self.send("POST", url, json=body, headers=headers,
+                                timeout=max(self.channel.timeout, self.options.wait + 5.0) if self.options.wait
+                                else self.channel.timeout)
+        return self._outcome(self.parse(_Prediction, reply))
+
+    async def poll(self, handle: dict[str, Any]) -> ProviderResult | Pending:
+        reply = await self.send("GET", handle["get"], headers=self._auth)
+        return self._outcome(self.parse(_Prediction, reply))
+
+    def _input(self, call: Call) -> dict[str, Any]:
+        job, rules = call.job, _rules(call.upstream_model)
+        inp: dict[str, Any] = {"prompt": job.prompt}
+        ratio = requested_ratio(job.size, job.aspect_ratio)
+        if ratio is not None:
+            inp["aspect_ratio"] = nearest_ratio(ratio, rules.ratios)
+        elif call.images and rules.match_input:
+            inp["aspect_ratio"] = "match_input_image"  # keep the reference's shape (Kontext's own value)
+        if rules.n_field:
+            inp["num_outputs"] = call.n
+        if job.seed is not None:
+            inp["seed"] = job.seed
+        if fmt := _format(job.output_format):
+            inp["output_format"] = fmt
+        if rules.image_field and call.images:
+            inp[rules.image_field] = _data_uri(call.images[0])
+            if rules.image_field == "image" and job.strength is not None:
+                inp["prompt_strength"] = job.strength
+        return inp
+
+    def _outcome(self, prediction: _Prediction) -> ProviderResult | Pending:
+        if prediction.status in ("starting", "processing"):
+            return self.pending({"get": prediction.urls.get},
+                                progress=20 if prediction.status == "starting" else 60)
+        if prediction.status != "succeeded":
+            said = prediction.error or f"the prediction was {prediction.status}"
+            if any(marker in said.lower() for marker in _REFUSAL_MARKERS):
+                raise errors.ContentRefused(f"Replicate refused the content: {said}", reason="SAFETY")
+            raise errors.UpstreamError(f"The Replicate prediction {prediction.status}: {said}")
+        output = prediction.output
+        urls = [output] if isinstance(output, str) else list(output or [])
+        return ProviderResult(images=[_output(u) for u in urls], model_version=prediction.version)
+
+    def error_message(self, reply: Reply) -> str:
+        try:
+            problem = _Problem.model_validate_json(reply.body)
+        except ValueError:
+            return super().error_message(reply)
+        return problem.detail or problem.title or super().error_message(reply)
+
+
+def _format(value: str | None) -> str | None:
+    return {"jpeg": "jpg"}.get(value.lower(), value.lower()) if value else None
+
+
+def _data_uri(img: InputImage) -> str:
+    return f"data:{img.mime};base64,{base64.b64encode(img.data).decode()}"
+
+
+def _output(url: str) -> OutputImage:
+    if url.startswith("data:"):
+        head, _, b64 = url.partition(",")
+        return OutputImage(b64=b64, mime=head[5:].split(";")[0])
+    return OutputImage(url=url)
