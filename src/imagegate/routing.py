@@ -22,7 +22,7 @@ from imagegate.providers.registry import ADAPTERS
 
 PUBLIC_MAX_N = 10
 # Parameters every model takes in some form: never reported as dropped.
-_CORE_PARAMS = frozenset({"model", "prompt", "n", "response_format", "images", "mask", "native",
+_CORE_PARAMS = frozenset({"model", "prompt", "n", "response_format", "images", "mask", "native", "extra",
                           "surface", "action"})
 
 
