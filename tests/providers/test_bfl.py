@@ -308,3 +308,20 @@ def test_validation_error_carries_fastapis_detail(client: OpenAI, emu: BflEmulat
         client.images.generate(model="flux-dev", prompt="x")
     err = error(exc)
     assert err["code"] == "upstream_rejected" and "prompt: Field required" in err["message"]
+
+
+def test_parameters_a_model_does_not_take_are_dropped_not_judged(gw: GatewayProcess, client: OpenAI,
+                                                                  emu: BflEmulator) -> None:
+    r = httpx.post(gw.url + "/v1/images/generations", headers={"Authorization": f"Bearer {client.api_key}"},
+                   json={"model": "flux-kontext-pro", "prompt": "x", "steps": 500, "quality": "hd"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-imagegate-dropped-params"] == "quality,steps"
+    assert submitted(emu) == {"prompt": "x"}
+
+
+def test_edit_form_fields_reach_the_upstream_typed(client: OpenAI, emu: BflEmulator) -> None:
+    ref = make_image(64, 64, "png")
+    client.images.edit(model="flux-kontext-pro", prompt="x", image=("a.png", ref),
+                       extra_body={"safety_tolerance": "5", "prompt_upsampling": "true", "seed": "9"})
+    body = submitted(emu)
+    assert (body["safety_tolerance"], body["prompt_upsampling"], body["seed"]) == (5, True, 9)

@@ -141,8 +141,9 @@ class BflAdapter(Adapter):
         if job.output_format not in (None, "png", "jpeg"):
             raise InvalidRequest(f"{job.model} makes png or jpeg images, not {job.output_format}.",
                                  param="output_format")
-        try:
-            _Extras.model_validate(job.extra)
+        taken = _rules(upstream_model).spec.params
+        try:  # only what this model takes: the rest is dropped, so its value does not matter
+            _Extras.model_validate({k: v for k, v in job.extra.items() if k in taken})
         except ValidationError as exc:
             first = exc.errors()[0]
             name = str(first["loc"][0]) if first["loc"] else None
@@ -167,7 +168,7 @@ class BflAdapter(Adapter):
             body["seed"] = job.seed
         if job.output_format is not None:
             body["output_format"] = job.output_format
-        extras = _Extras.model_validate(job.extra)
+        extras = _Extras.model_validate({k: v for k, v in job.extra.items() if k in rules.spec.params})
         for name in ("safety_tolerance", "prompt_upsampling", *rules.extras):
             if (value := getattr(extras, name)) is not None:
                 body[name] = value
