@@ -11,7 +11,6 @@ from imagegate.providers.fal import FalAdapter
 from imagegate.providers.gemini import GeminiAdapter
 from imagegate.providers.openai import OpenAIAdapter
 from imagegate.providers.recraft import RecraftAdapter
-from imagegate.providers.replicate import ReplicateAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
     a.provider: a
@@ -21,7 +20,6 @@ ADAPTERS: dict[str, type[Adapter]] = {
         DashScopeAdapter,
         ChatImageAdapter,
         FalAdapter,
-        ReplicateAdapter,
         GeminiAdapter,
         BflAdapter,
     )
