@@ -3,6 +3,7 @@ one line here — nothing else in imagegate names a provider."""
 
 from __future__ import annotations
 
+from imagegate.providers.ark import ArkAdapter
 from imagegate.providers.base import Adapter
 from imagegate.providers.bfl import BflAdapter
 from imagegate.providers.chat_image import ChatImageAdapter
@@ -11,6 +12,7 @@ from imagegate.providers.fal import FalAdapter
 from imagegate.providers.gemini import GeminiAdapter
 from imagegate.providers.openai import OpenAIAdapter
 from imagegate.providers.recraft import RecraftAdapter
+from imagegate.providers.replicate import ReplicateAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
     a.provider: a
@@ -18,8 +20,10 @@ ADAPTERS: dict[str, type[Adapter]] = {
         OpenAIAdapter,
         RecraftAdapter,
         DashScopeAdapter,
+        ArkAdapter,
         ChatImageAdapter,
         FalAdapter,
+        ReplicateAdapter,
         GeminiAdapter,
         BflAdapter,
     )
