@@ -53,7 +53,8 @@ class ArkEmulator(Emulator):
         return [web.post("/api/v3/images/generations", self._generations)]
 
     def error_body(self, status: int, message: str, code: str | None) -> dict[str, Any]:
-        kind = {401: "Unauthorized", 429: "TooManyRequests"}.get(status, "BadRequest" if status < 500 else "InternalError")
+        kind = {401: "Unauthorized", 429: "TooManyRequests"}.get(
+            status, "BadRequest" if status < 500 else "InternalError")
         default = {401: "AuthenticationError", 429: "RateLimitExceeded.EndpointRPMExceeded"}.get(
             status, "InvalidParameter" if status < 500 else "InternalServiceError")
         return {"error": {"code": code or default, "message": f"{message} Request id: 0217{int(time.time())}",
