@@ -220,3 +220,15 @@ def test_rejected_request_is_a_400_not_retried(client: OpenAI, emu: ChatImageEmu
         client.images.generate(model="gpt-4o-image", prompt="x")
     assert error_of(exc)["code"] == "upstream_rejected"
     assert len([c for c in emu.calls if c.path == PATH]) == 1
+
+
+def test_chat_surface_conversation_is_sent_faithfully(gw: GatewayProcess, emu: ChatImageEmulator) -> None:
+    messages = [{"role": "system", "content": "You draw pictures."},
+                {"role": "user", "content": "a paper boat"},
+                {"role": "assistant", "content": "Which colour?"},
+                {"role": "user", "content": [{"type": "text", "text": "a red paper boat"}]}]
+    chat = OpenAI(base_url=gw.url + "/v1", api_key=gw.key(), max_retries=0)
+    r = chat.chat.completions.create(model="gpt-4o-image", messages=messages)  # type: ignore[arg-type]
+    assert r.choices[0].message.content and gw.url + "/files/" in r.choices[0].message.content
+    (call,) = [c for c in emu.calls if c.path == PATH]
+    assert call.json is not None and call.json["messages"] == messages
