@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -325,3 +326,21 @@ def test_edit_form_fields_reach_the_upstream_typed(client: OpenAI, emu: BflEmula
                        extra_body={"safety_tolerance": "5", "prompt_upsampling": "true", "seed": "9"})
     body = submitted(emu)
     assert (body["safety_tolerance"], body["prompt_upsampling"], body["seed"]) == (5, True, 9)
+
+
+def test_async_task_polls_bfl_in_the_background(gw: GatewayProcess, client: OpenAI, emu: BflEmulator) -> None:
+    emu.pending_polls = 2
+    auth = {"Authorization": f"Bearer {client.api_key}"}
+    r = httpx.post(gw.url + "/v1/images/generations?async=true", headers=auth,
+                   json={"model": "flux-kontext-pro", "prompt": "x", "aspect_ratio": "4:3"})
+    assert r.status_code == 200, r.text
+    task_id = r.json()["task_id"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        data = httpx.get(f"{gw.url}/v1/images/tasks/{task_id}", headers=auth).json()["data"]
+        if data["status"] != "IN_PROGRESS":
+            break
+        time.sleep(0.05)
+    assert data["status"] == "SUCCESS", data
+    assert fetch(data["data"]["data"][0]["url"]).size == (1184, 880)
+    assert len(emu.submits()) == 1 and len(emu.polls()) == 3

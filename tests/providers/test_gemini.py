@@ -381,3 +381,14 @@ def test_answer_reader_reasons() -> None:
     with pytest.raises(NoImageReturned) as none:
         read_answer(silent)
     assert none.value.reason == "STOP" and "Sorry." in none.value.message
+
+
+def test_seed_is_sent_and_unsupported_parameters_are_reported_dropped(gw: GatewayProcess, client: OpenAI,
+                                                                       emu: GeminiEmulator) -> None:
+    r = httpx.post(gw.url + "/v1/images/generations", headers={"Authorization": f"Bearer {client.api_key}"},
+                   json={"model": "nano-banana", "prompt": "x", "seed": 11, "quality": "hd",
+                         "output_format": "jpeg", "negative_prompt": "boats"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-imagegate-dropped-params"] == "negative_prompt,output_format,quality"
+    assert sent(emu)["generationConfig"]["seed"] == 11
+    assert sent(emu)["contents"][0]["parts"] == [{"text": "x"}]
