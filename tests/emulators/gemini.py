@@ -98,6 +98,12 @@ class _GenerationConfig(_Strict):
     top_p: float | None = None
     top_k: int | None = None
     max_output_tokens: int | None = None
+    stop_sequences: list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    response_mime_type: str | None = None
+    thinking_config: dict[str, Any] | None = None
+    media_resolution: str | None = None
     image_config: _ImageConfig | None = None
 
 
@@ -106,6 +112,9 @@ class _Request(_Strict):
     generation_config: _GenerationConfig | None = None
     safety_settings: list[dict[str, Any]] | None = None
     system_instruction: _Content | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_config: dict[str, Any] | None = None
+    cached_content: str | None = None
 
 
 @dataclass
@@ -244,7 +253,10 @@ class GeminiEmulator(Emulator):
                 if p.inline_data is None:
                     continue
                 try:
-                    raw = base64.b64decode(p.inline_data.data, validate=True)
+                    # Proto3 JSON accepts standard and URL-safe base64, padded or not; google-genai
+                    # itself sends URL-safe (``base64.urlsafe_b64encode`` in ``_common.py``).
+                    data = p.inline_data.data.replace("-", "+").replace("_", "/")
+                    raw = base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
                     with Image.open(io.BytesIO(raw)) as im:
                         inputs.append(im.size)
                 except (binascii.Error, ValueError, UnidentifiedImageError) as exc:

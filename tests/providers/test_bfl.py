@@ -344,3 +344,26 @@ def test_async_task_polls_bfl_in_the_background(gw: GatewayProcess, client: Open
     assert data["status"] == "SUCCESS", data
     assert fetch(data["data"]["data"][0]["url"]).size == (1184, 880)
     assert len(emu.submits()) == 1 and len(emu.polls()) == 3
+
+
+# ---- the emulator is strict (so the tests above can fail) ----------------------------------------
+
+
+@pytest.mark.parametrize(("path", "body", "key", "status"), [
+    ("/v1/flux-pro-1.1", {"prompt": "x"}, None, 403),
+    ("/v1/flux-pro-1.1", {"prompt": "x", "width": 1000}, "ok", 422),
+    ("/v1/flux-pro-1.1", {"prompt": "x", "height": 1472}, "ok", 422),
+    ("/v1/flux-pro-1.1", {"prompt": "x", "aspect_ratio": "1:1"}, "ok", 422),
+    ("/v1/flux-kontext-pro", {"prompt": "x", "aspect_ratio": "4:1"}, "ok", 422),
+    ("/v1/flux-kontext-pro", {"prompt": "x", "input_image": "bm90IGFuIGltYWdl"}, "ok", 422),
+    ("/v1/flux-kontext-dev", {"prompt": "x"}, "ok", 422),
+    ("/v1/flux-dev", {"prompt": "x", "steps": 0}, "ok", 422),
+    ("/v1/flux-unknown", {"prompt": "x"}, "ok", 404),
+])
+def test_emulator_refuses_what_bfl_refuses(emu: BflEmulator, path: str, body: dict[str, Any], key: str | None,
+                                           status: int) -> None:
+    headers = {"x-key": emu.api_key} if key else {}
+    r = httpx.post(emu.url + path, json=body, headers=headers)
+    assert r.status_code == status, r.text
+    assert "detail" in r.json()
+    assert emu.submits()  # recorded, refused or not

@@ -392,3 +392,37 @@ def test_seed_is_sent_and_unsupported_parameters_are_reported_dropped(gw: Gatewa
     assert r.headers["x-imagegate-dropped-params"] == "negative_prompt,output_format,quality"
     assert sent(emu)["generationConfig"]["seed"] == 11
     assert sent(emu)["contents"][0]["parts"] == [{"text": "x"}]
+
+
+# ---- the emulator is strict (so the tests above can fail) ----------------------------------------
+
+
+X: list[dict[str, Any]] = [{"parts": [{"text": "x"}]}]
+
+
+@pytest.mark.parametrize(("body", "headers", "status"), [
+    ({"contents": X}, {}, 403),
+    ({"contents": X}, {"x-goog-api-key": "wrong"}, 400),
+    ({"contents": X, "generation_config": {"bogus": 1}}, None, 400),
+    ({"contents": X, "generationConfig": {"imageConfig": {"aspectRatio": "7:5"}}}, None, 400),
+    ({"contents": X, "generationConfig": {"imageConfig": {"imageSize": "2k"}}}, None, 400),
+    ({"contents": X, "generationConfig": {"responseModalities": ["TEXT"]}}, None, 400),
+    ({"contents": [{"parts": [{"text": "x", "inlineData": {"mimeType": "image/png", "data": "AA=="}}]}]}, None, 400),
+    ({"contents": []}, None, 400),
+    ({"prompt": "x"}, None, 400),
+])
+def test_emulator_refuses_what_google_refuses(emu: GeminiEmulator, body: dict[str, Any],
+                                              headers: dict[str, str] | None, status: int) -> None:
+    url = emu.url + "/v1beta/models/gemini-2.5-flash-image:generateContent"
+    r = httpx.post(url, json=body, headers={"x-goog-api-key": emu.api_key} if headers is None else headers)
+    assert r.status_code == status, r.text
+    assert set(r.json()["error"]) >= {"code", "message", "status"}
+
+
+def test_emulator_accepts_the_key_as_a_query_parameter(emu: GeminiEmulator) -> None:
+    url = emu.url + f"/v1beta/models/gemini-3-pro-image-preview:generateContent?key={emu.api_key}"
+    r = httpx.post(url, json={"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+                              "generationConfig": {"imageConfig": {"aspectRatio": "21:9", "imageSize": "1K"}}})
+    assert r.status_code == 200, r.text
+    data = r.json()["candidates"][0]["content"]["parts"][1]["inlineData"]["data"]
+    assert decode(data).size == (1536, 672)
