@@ -13,6 +13,7 @@ import pytest
 from openai import OpenAI
 from PIL import Image
 
+from imagegate.providers.chat_image import find_images
 from tests.conftest import StartGateway
 from tests.emulators.base import Failure, make_image
 from tests.emulators.chat_image import REFUSAL, ChatImageEmulator
@@ -232,3 +233,15 @@ def test_chat_surface_conversation_is_sent_faithfully(gw: GatewayProcess, emu: C
     assert r.choices[0].message.content and gw.url + "/files/" in r.choices[0].message.content
     (call,) = [c for c in emu.calls if c.path == PATH]
     assert call.json is not None and call.json["messages"] == messages
+
+
+@pytest.mark.parametrize(("text", "found"), [
+    ('![a](https://x.example/1.png "title") [download](https://x.example/1.png) ![b](<https://x.example/2.webp>)',
+     ["https://x.example/1.png", "https://x.example/2.webp"]),
+    ("![img](https://x.example/1.png) and https://x.example/other.png", ["https://x.example/1.png"]),
+    ("see https://x.example/pic.JPG?sig=1, or https://x.example/page.html", ["https://x.example/pic.JPG?sig=1"]),
+    ("inline data:image/png;base64,iVBORw0K= end", ["data:image/png;base64,iVBORw0K="]),
+    ("no picture, just https://x.example/page", []),
+])
+def test_find_images(text: str, found: list[str]) -> None:
+    assert find_images(text) == found

@@ -42,7 +42,7 @@ _MODELS = ("gpt-4o-image", "gpt-4o-image-vip", "sora_image", "sora_image-vip")
 _SPEC = ModelSpec(actions=frozenset({"generate", "edit"}), max_n=1, max_images=4)
 
 _MARKDOWN_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-_DATA_URI = re.compile(r"data:image/[a-zA-Z0-9.+-]+;base64,[A-Za-z0-9+/=\s]+")
+_DATA_URI = re.compile(r"data:image/[a-zA-Z0-9.+-]+;base64,[A-Za-z0-9+/]+=*")
 _BARE_URL = re.compile(r"https?://[^\s)\]>\"']+?\.(?:png|jpe?g|webp|gif)(?:\?[^\s)\]>\"']*)?(?=$|[\s)\]>\"'])",
                        re.IGNORECASE)
 # The only phrases read as a refusal when the spec's own signals are absent: what OpenAI's
@@ -199,8 +199,8 @@ class ChatImageAdapter(Adapter):
 def find_images(text: str) -> list[str]:
     """Image targets in an assistant's text, in order, without duplicates (see module doc)."""
     tiers = ([m[1] for m in _MARKDOWN_IMAGE.finditer(text)],
-             [re.sub(r"\s+", "", m[0]) for m in _DATA_URI.finditer(text)],
-             [m[0] for m in _BARE_URL.finditer(text)])
+             [m[0] for m in _DATA_URI.finditer(text)],
+             [m[0].rstrip(".,;:!?") for m in _BARE_URL.finditer(text)])
     for found in tiers:
         targets = [t for t in found if t.startswith(("http://", "https://", "data:image/"))]
         if targets:
