@@ -1,0 +1,88 @@
+"""Per-key rules in the OpenAI error shape: model allow-lists (403), requests per minute (429
+with ``Retry-After``), expiry and revocation (401)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx2 as httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.billing.conftest import MICRO, books, generate, priced_config
+from tests.conftest import StartGateway
+from tests.emulators.openai import OpenAIEmulator
+from tests.harness import GatewayProcess
+
+
+@pytest.fixture(scope="module")
+def gw(emu: OpenAIEmulator, module_gateway_factory: StartGateway) -> GatewayProcess:
+    return module_gateway_factory(priced_config(emu))
+
+
+def models(gw: GatewayProcess, key: str) -> httpx.Response:
+    return httpx.get(gw.url + "/v1/models", headers={"Authorization": f"Bearer {key}"})
+
+
+def test_model_allow_list(gw: GatewayProcess, emu: OpenAIEmulator) -> None:
+    account = gw.account(balance=10 * MICRO)
+    key = gw.key(account=account, models=["img-flat"])
+    r = generate(gw, key, model="img-size")
+    assert r.status_code == 403
+    assert r.json() == {"error": {"message": "This API key may not use the model 'img-size'.",
+                                  "type": "permission_error", "param": "model", "code": "model_not_allowed"}}
+    assert emu.calls == [] and books(gw, account).kinds() == ["topup"]  # refused before any hold
+    assert [m["id"] for m in models(gw, key).json()["data"]] == ["img-flat"]
+    client = OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError):
+        client.images.generate(model="gpt-image-1", prompt="a fox")
+    assert client.images.generate(model="img-flat", prompt="a fox", size="256x256").data
+
+
+def test_requests_per_minute(gw: GatewayProcess, emu: OpenAIEmulator) -> None:
+    key = gw.key(rpm=3)
+    for _ in range(3):
+        assert models(gw, key).status_code == 200
+    r = models(gw, key)
+    assert r.status_code == 429
+    error = r.json()["error"]
+    assert (error["type"], error["code"]) == ("rate_limit_error", "rate_limit_exceeded")
+    assert "3 requests per minute" in error["message"]
+    assert 50 <= int(r.headers["retry-after"]) <= 60  # the oldest of the three frees its slot in ~60 s
+    # Image requests count too, and are refused before reaching the upstream.
+    client = OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.RateLimitError):
+        client.images.generate(model="img-flat", prompt="a fox", size="256x256")
+    assert emu.calls == []
+    # Another key of the same account has its own budget.
+    assert models(gw, gw.key(rpm=3)).status_code == 200
+
+
+def test_expired_key(gw: GatewayProcess) -> None:
+    out = gw.cli("keys", "create", "--name", "old", "--expires", "2020-01-01")
+    r = models(gw, out.splitlines()[-1])
+    assert r.status_code == 401
+    assert r.json()["error"] == {"message": "This API key has expired.", "type": "authentication_error",
+                                 "param": None, "code": "invalid_api_key"}
+
+    out = gw.cli("keys", "create", "--name", "brief", "--expires", "3s")
+    assert out.splitlines()[2].startswith("expires: ")
+    key = out.splitlines()[-1]
+    assert models(gw, key).status_code == 200  # valid, and now in the gateway's key cache
+    time.sleep(max(0.0, 3.1 - 1.0))  # (the CLI took ~1 s to start)
+    deadline = time.monotonic() + 3
+    while models(gw, key).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    r = models(gw, key)
+    assert r.status_code == 401, "an expired key must stop working although it is cached"
+    client = OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        client.images.generate(model="img-flat", prompt="a fox")
+
+
+def test_bad_expiry_and_unknown_account_are_cli_errors(gw: GatewayProcess) -> None:
+    with pytest.raises(RuntimeError, match="ISO date"):
+        gw.cli("keys", "create", "--name", "x", "--expires", "soon")
+    with pytest.raises(RuntimeError, match="no account"):
+        gw.cli("keys", "create", "--name", "x", "--account", "acct_missing")
