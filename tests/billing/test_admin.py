@@ -8,7 +8,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from tests.billing.conftest import MICRO, books, generate, priced_config
+from tests.billing.conftest import books, generate, priced_config
 from tests.conftest import StartGateway
 from tests.emulators.openai import OpenAIEmulator
 from tests.harness import GatewayProcess

@@ -145,7 +145,7 @@ def test_per_token_price_uses_upstream_usage(gw: GatewayProcess, funded: tuple[s
 
 
 def test_usage_totals(gw: GatewayProcess, emu: OpenAIEmulator, funded: tuple[str, str]) -> None:
-    account, key = funded
+    _account, key = funded
     assert generate(gw, key, model="img-flat", n=2, response_format="b64_json").status_code == 200
     emu.fail(Failure(status=500))
     assert generate(gw, key, model="img-flat").status_code >= 500

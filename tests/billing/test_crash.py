@@ -4,6 +4,7 @@ cannot still be running, never a hold its task may still charge, and never after
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -45,11 +46,9 @@ def test_sigkill_between_hold_and_settle(emu: OpenAIEmulator, gateway_factory: S
     emu.latency = 30  # the upstream never answers before the kill
 
     def request() -> None:
-        try:
+        with contextlib.suppress(httpx.TransportError):  # the gateway dies under it
             httpx.post(gw.url + "/v1/images/generations", headers={"Authorization": f"Bearer {key}"},
                        json={"model": "img-flat", "prompt": "a fox", "n": 3}, timeout=10)
-        except httpx.TransportError:
-            pass  # the gateway died under it
 
     caller = threading.Thread(target=request, daemon=True)
     caller.start()
@@ -59,7 +58,7 @@ def test_sigkill_between_hold_and_settle(emu: OpenAIEmulator, gateway_factory: S
 
     b = books(gw, account)
     assert b.balance == 7 * MICRO and b.kinds() == ["topup", "hold"]
-    (ref, amount, settled, expires_at), = b.holds
+    (_ref, amount, settled, expires_at), = b.holds
     assert (amount, settled) == (3 * MICRO, False)
 
     emu.latency = 0
