@@ -272,7 +272,7 @@ class Reply:
     def refusal(self, exc: ContentRefused | NoImageReturned) -> dict[str, Any]:
         """A refused or imageless answer as Google gives it: a blocked prompt has no candidate
         and a ``promptFeedback.blockReason``; otherwise one candidate without an image whose
-        ``finishReason`` says why."""
+        ``finishReason`` (and ``finishMessage``) says why."""
         if isinstance(exc, ContentRefused) and exc.prompt_blocked:
             reason = exc.reason if exc.reason in BLOCK_REASONS else "SAFETY"
             return self._body([], UsageMetadata(),
@@ -281,7 +281,11 @@ class Reply:
             reason = exc.reason if exc.reason in FINISH_REASONS else "SAFETY"
         else:  # "STOP" without an image is the model declining: say so in Google's own word
             reason = exc.reason if exc.reason in FINISH_REASONS - {"STOP"} else "NO_IMAGE"
-        return self._body([Candidate(finish_reason=reason, finish_message=exc.message, index=0)], UsageMetadata())
+        # google-genai drops ``finishMessage`` on the Gemini API (only Vertex maps it), so the
+        # explanation is also a text part when text was asked for, as Gemini itself answers.
+        content = Content(role="model", parts=[Part(text=exc.message)]) if self.text_wanted else None
+        return self._body([Candidate(content=content, finish_reason=reason, finish_message=exc.message, index=0)],
+                          UsageMetadata())
 
 
 def usage_metadata(usage: Usage | None) -> UsageMetadata:
