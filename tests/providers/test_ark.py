@@ -299,3 +299,50 @@ def test_malformed_answer_is_502(client: OpenAI, emu: ArkEmulator) -> None:
     with pytest.raises(openai.APIStatusError) as exc:
         client.images.generate(model=SEEDREAM4, prompt="x")
     assert exc.value.status_code == 502 and error_of(exc)["code"] == "upstream_bad_response"
+
+
+def test_dropped_params_are_reported(client: OpenAI, emu: ArkEmulator) -> None:
+    raw = client.images.with_raw_response.edit(model=SEEDEDIT, image=("a.png", PNG, "image/png"), prompt="snow",
+                                               size="1024x1024", extra_body={"negative_prompt": "rain"})
+    assert raw.headers["x-imagegate-dropped-params"] == "negative_prompt,size"
+    assert "negative_prompt" not in sent(emu)[0]
+
+
+# ---- the emulator is strict (so the tests above can fail) -------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "status", "param"), [
+    ({"model": SEEDREAM4, "prompt": "x", "guidance_scale": 3}, 400, "guidance_scale"),
+    ({"model": SEEDREAM4, "prompt": "x", "size": "512x512"}, 400, "size"),
+    ({"model": SEEDREAM4, "prompt": "x", "image": [URI] * 11}, 400, "image"),
+    ({"model": SEEDREAM4, "prompt": "x", "sequential_image_generation": "sometimes"}, 400,
+     "sequential_image_generation"),
+    ({"model": SEEDREAM3, "prompt": "x", "sequential_image_generation": "disabled"}, 400,
+     "sequential_image_generation"),
+    ({"model": SEEDREAM3, "prompt": "x", "size": "2049x1024"}, 400, "size"),
+    ({"model": SEEDREAM3, "prompt": "x", "image": URI}, 400, "image"),
+    ({"model": SEEDEDIT, "prompt": "x"}, 400, "image"),
+    ({"model": SEEDEDIT, "prompt": "x", "image": URI, "size": "1024x1024"}, 400, "size"),
+    ({"model": SEEDREAM4, "prompt": "x", "watermark": "false"}, 400, "watermark"),
+    ({"model": SEEDREAM4, "prompt": "x", "n": 2}, 400, "n"),
+    ({"model": "doubao-seedream-9", "prompt": "x"}, 404, "model"),
+])
+def test_emulator_refuses_what_ark_refuses(emu: ArkEmulator, body: dict[str, Any], status: int, param: str) -> None:
+    r = httpx.post(emu.url + PATH, json=body, headers={"Authorization": f"Bearer {emu.api_key}"})
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["param"] == param
+
+
+def test_emulator_refuses_a_bad_key(emu: ArkEmulator) -> None:
+    r = httpx.post(emu.url + PATH, json={"model": SEEDREAM4, "prompt": "x"}, headers={"Authorization": "Bearer no"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "AuthenticationError"
+
+
+def test_emulator_group_generation_returns_max_images(emu: ArkEmulator) -> None:
+    body = {"model": SEEDREAM4, "prompt": "a comic in 3 panels", "size": "1280x720", "response_format": "b64_json",
+            "sequential_image_generation": "auto", "sequential_image_generation_options": {"max_images": 3}}
+    emu.sensitive_outputs(1)
+    r = httpx.post(emu.url + PATH, json=body, headers={"Authorization": f"Bearer {emu.api_key}"})
+    data = r.json()["data"]
+    assert "error" in data[0] and [("b64_json" in d) for d in data[1:]] == [True, True]
+    assert r.json()["usage"]["generated_images"] == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -73,6 +74,7 @@ def error_of(exc: pytest.ExceptionInfo[openai.APIStatusError]) -> dict[str, Any]
 
 
 PNG = make_image(640, 480, "png", seed=3)
+URI_PNG = "data:image/png;base64," + base64.b64encode(PNG).decode()
 
 
 # ---- qwen-image: the async task ------------------------------------------------------------------
@@ -267,3 +269,74 @@ def test_malformed_submit_answer_is_502(client: OpenAI, emu: DashScopeEmulator) 
     with pytest.raises(openai.APIStatusError) as exc:
         client.images.generate(model="qwen-image", prompt="a cat")
     assert exc.value.status_code == 502 and error_of(exc)["code"] == "upstream_bad_response"
+
+
+def test_dropped_params_are_reported(client: OpenAI, emu: DashScopeEmulator) -> None:
+    raw = client.images.with_raw_response.edit(model="qwen-image-edit", image=("a.png", PNG, "image/png"),
+                                               prompt="blue", size="1024x1024", quality="high")
+    assert raw.headers["x-imagegate-dropped-params"] == "quality,size"
+
+
+def test_async_task_polls_dashscope_in_the_background(gw: GatewayProcess, client: OpenAI,
+                                                      emu: DashScopeEmulator) -> None:
+    auth = {"Authorization": f"Bearer {client.api_key}"}
+    r = httpx.post(gw.url + "/v1/images/generations?async=true", headers=auth,
+                   json={"model": "qwen-image", "prompt": "a pagoda", "size": "1024x1792"})
+    assert r.status_code == 200, r.text
+    task_id = r.json()["task_id"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        data = httpx.get(f"{gw.url}/v1/images/tasks/{task_id}", headers=auth).json()["data"]
+        if data["status"] != "IN_PROGRESS":
+            break
+        time.sleep(0.05)
+    assert data["status"] == "SUCCESS", (data, [c.path for c in emu.calls], gw.logs()[-2000:])
+    assert fetch(data["data"]["data"][0]["url"]).size == (928, 1664)
+    assert len(calls(emu, T2I)) == 1 and len(calls(emu, TASKS)) == 3
+
+
+# ---- the emulator is strict (so the tests above can fail) -------------------------------------------
+
+
+def _post(emu: DashScopeEmulator, path: str, body: dict[str, Any], *, key: str | None = None,
+          async_header: bool = True) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key or emu.api_key}"}
+    if async_header:
+        headers["X-DashScope-Async"] = "enable"
+    return httpx.post(emu.url + path, json=body, headers=headers)
+
+
+@pytest.mark.parametrize(("body", "kw", "status", "code"), [
+    ({"model": "qwen-image", "input": {"prompt": "x"}}, {"async_header": False}, 403, "AccessDenied"),
+    ({"model": "qwen-image", "input": {"prompt": "x"}}, {"key": "wrong"}, 401, "InvalidApiKey"),
+    ({"model": "qwen-image", "input": {"prompt": "x"}, "parameters": {"size": "1024x1024"}}, {}, 400,
+     "InvalidParameter"),
+    ({"model": "qwen-image", "input": {"prompt": "x"}, "parameters": {"n": 2}}, {}, 400, "InvalidParameter"),
+    ({"model": "qwen-image", "input": {"prompt": "x"}, "parameters": {"watermark": "no"}}, {}, 400,
+     "InvalidParameter"),
+    ({"model": "qwen-image-edit", "input": {"prompt": "x"}}, {}, 400, "InvalidParameter"),
+])
+def test_emulator_refuses_bad_task_submissions(emu: DashScopeEmulator, body: dict[str, Any], kw: dict[str, Any],
+                                               status: int, code: str) -> None:
+    r = _post(emu, T2I, body, **kw)
+    assert r.status_code == status and r.json()["code"] == code, r.text
+
+
+@pytest.mark.parametrize(("model", "content", "params"), [
+    ("qwen-image-edit", [{"text": "x"}], {}),
+    ("qwen-image-edit", [{"image": URI_PNG}, {"image": URI_PNG}, {"text": "x"}], {}),
+    ("qwen-image-edit", [{"image": URI_PNG}, {"text": "x"}], {"size": "1024*1024"}),
+    ("qwen-image-edit", [{"image": URI_PNG}, {"text": "x"}], {"n": 2}),
+    ("qwen-image-edit-plus", [{"image": URI_PNG}, {"text": "x"}], {"size": "1024x1024"}),
+    ("qwen-image-edit", [{"image": "https://example.com/a.png"}, {"text": "x"}], {}),
+])
+def test_emulator_refuses_bad_edits(emu: DashScopeEmulator, model: str, content: list[dict[str, str]],
+                                    params: dict[str, Any]) -> None:
+    body = {"model": model, "input": {"messages": [{"role": "user", "content": content}]}, "parameters": params}
+    r = _post(emu, MULTIMODAL, body, async_header=False)
+    assert r.status_code == 400 and r.json()["code"] == "InvalidParameter", r.text
+
+
+def test_unknown_task_is_unknown(emu: DashScopeEmulator) -> None:
+    r = httpx.get(emu.url + TASKS + "nope", headers={"Authorization": f"Bearer {emu.api_key}"})
+    assert r.json()["output"]["task_status"] == "UNKNOWN"

@@ -231,3 +231,35 @@ def test_malformed_answer_is_502(client: OpenAI, emu: RecraftEmulator) -> None:
     with pytest.raises(openai.APIStatusError) as exc:
         client.images.generate(model="recraftv3", prompt="a fox")
     assert exc.value.status_code == 502 and error_of(exc)["code"] == "upstream_bad_response"
+
+
+def test_dropped_params_are_reported(client: OpenAI, emu: RecraftEmulator) -> None:
+    raw = client.images.with_raw_response.generate(model="recraftv3", prompt="a fox", quality="hd",
+                                                   extra_body={"image_size": "2K"})
+    assert raw.headers["x-imagegate-dropped-params"] == "image_size,quality"
+    assert "quality" not in sent(emu)[0]
+
+
+# ---- the emulator is strict (so the tests above can fail) -------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "key", "status"), [
+    ({"prompt": "x"}, "wrong", 401),
+    ({"prompt": "x", "model": "recraftv3-halloween"}, None, 400),
+    ({"prompt": "x", "size": "1792x1024"}, None, 400),
+    ({"prompt": "x", "n": 7}, None, 400),
+    ({"prompt": "x", "seed": 1}, None, 400),
+    ({"prompt": "x", "substyle": "hand_drawn"}, None, 400),
+    ({"prompt": "x", "style": "vivid"}, None, 400),
+    ({"prompt": "x", "image_format": "jpeg"}, None, 400),
+    ({"prompt": "x", "controls": {"colors": [{"rgb": [1, 2]}]}}, None, 400),
+    ({"prompt": "x" * 1001, "model": "recraftv3"}, None, 400),
+])
+def test_emulator_refuses_what_recraft_refuses(emu: RecraftEmulator, body: dict[str, Any], key: str | None,
+                                               status: int) -> None:
+    r = httpx.post(emu.url + PATH, json=body, headers={"Authorization": f"Bearer {key or emu.api_key}"})
+    assert r.status_code == status, r.text
+    if status == 401:
+        assert r.headers["content-type"].startswith("text/plain") and r.text == "request unauthorized"
+    else:
+        assert r.json()["message"]
