@@ -87,7 +87,7 @@ class Outcome:
 
 
 def _error_to_dict(exc: ImagegateError) -> dict[str, str]:
-    out = {"type": type(exc).__name__, "message": exc.message}
+    out = {"type": type(exc).__name__, "message": exc.message, "code": exc.code}
     if exc.param:
         out["param"] = exc.param
     if isinstance(exc, errors.ContentRefused | errors.NoImageReturned):
@@ -103,10 +103,11 @@ def error_from_dict(d: dict[str, str]) -> ImagegateError:
         cls = errors.UpstreamError
     if cls is errors.ContentRefused:
         return errors.ContentRefused(d["message"], reason=d.get("reason", "OTHER"), param=d.get("param"),
-                                     prompt_blocked=d.get("prompt_blocked") == "true")
+                                     prompt_blocked=d.get("prompt_blocked") == "true", code=d.get("code"))
     if cls is errors.NoImageReturned:
-        return errors.NoImageReturned(d["message"], reason=d.get("reason", "OTHER"), param=d.get("param"))
-    return cls(d["message"], param=d.get("param"))
+        return errors.NoImageReturned(d["message"], reason=d.get("reason", "OTHER"), param=d.get("param"),
+                                      code=d.get("code"))
+    return cls(d["message"], param=d.get("param"), code=d.get("code"))
 
 
 def _split(n: int, per_call: int) -> list[int]:
