@@ -346,3 +346,12 @@ def test_emulator_group_generation_returns_max_images(emu: ArkEmulator) -> None:
     data = r.json()["data"]
     assert "error" in data[0] and [("b64_json" in d) for d in data[1:]] == [True, True]
     assert r.json()["usage"]["generated_images"] == 2
+
+
+def test_an_answer_with_urls_is_downloaded(client: OpenAI, emu: ArkEmulator) -> None:
+    url = emu.host_bytes(make_image(1280, 720, "jpeg"), "image/jpeg")
+    emu.fail(Failure(status=200, body={"model": SEEDREAM4, "created": 1, "data": [{"url": url, "size": "1280x720"}]},
+                     path=PATH))
+    r = client.images.generate(model=SEEDREAM4, prompt="x", response_format="b64_json")
+    assert decoded(r.data[0].b64_json).size == (1280, 720)
+    assert emu.calls[-1].path.startswith("/_files/")

@@ -14,7 +14,7 @@ from openai import OpenAI
 from PIL import Image
 
 from tests.conftest import StartGateway
-from tests.emulators.base import Failure
+from tests.emulators.base import Failure, make_image
 from tests.emulators.recraft import RecraftEmulator
 from tests.harness import GatewayProcess, channel
 
@@ -263,3 +263,16 @@ def test_emulator_refuses_what_recraft_refuses(emu: RecraftEmulator, body: dict[
         assert r.headers["content-type"].startswith("text/plain") and r.text == "request unauthorized"
     else:
         assert r.json()["message"]
+
+
+def test_an_answer_with_urls_is_downloaded(client: OpenAI, emu: RecraftEmulator) -> None:
+    url = emu.host_bytes(make_image(1365, 1024, "png"), "image/png")
+    emu.fail(Failure(status=200, body={"created": 1, "data": [{"image_id": "a", "url": url}]}, path=PATH))
+    r = client.images.generate(model="recraftv3", prompt="a fox", response_format="b64_json")
+    assert decoded_size(r.data[0].b64_json) == (1365, 1024)
+    assert [c.path for c in emu.calls][-1].startswith("/_files/")
+
+
+def decoded_size(b64: str | None) -> tuple[int, int]:
+    assert b64
+    return Image.open(io.BytesIO(base64.b64decode(b64))).size
