@@ -72,9 +72,9 @@ class TaskService:
         return task_id
 
     def _check_webhook(self, webhook: str | None) -> str | None:
-        if webhook is None:
+        webhook = (webhook or "").strip()
+        if not webhook:  # ``?webhook=`` with nothing after it: no webhook
             return None
-        webhook = webhook.strip()
         if not webhook.startswith(("http://", "https://")):
             raise InvalidRequest("webhook must be an http:// or https:// URL.", param="webhook")
         if len(webhook) > MAX_WEBHOOK_URL:
