@@ -242,3 +242,21 @@ def test_refusal_is_a_content_policy_error(env: Surfaces, client: OpenAI) -> Non
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="gpt-image-1", messages=[{"role": "user", "content": "x"}])
     assert info.value.status_code == 400
+
+
+def test_gemini_model_through_chat_refines_with_the_first_image(env: Surfaces, client: OpenAI) -> None:
+    first = client.chat.completions.create(model="nano-banana", messages=[{"role": "user", "content": "a boat"}],
+                                           extra_body={"aspect_ratio": "16:9"})
+    first_content = first.choices[0].message.content
+    [url] = links(first_content)
+    first_bytes, image = fetch_image(url)
+    assert image.size == (1344, 768)
+    assert "Here is the image you asked for." in (first_content or "")  # the model's own text comes along
+    client.chat.completions.create(model="nano-banana", messages=[
+        {"role": "user", "content": "a boat"}, {"role": "assistant", "content": first_content},
+        {"role": "user", "content": "add a red sail"}])
+    second = [c.json for c in env.gemini.calls if c.path.endswith(":generateContent")][-1]
+    [turn] = second["contents"]
+    inline = [p["inlineData"] for p in turn["parts"] if "inlineData" in p]
+    assert [base64.b64decode(i["data"]) for i in inline] == [first_bytes]
+    assert [p["text"] for p in turn["parts"] if "text" in p] == ["add a red sail"]

@@ -309,3 +309,14 @@ def test_upstream_failure_after_the_stream_started_is_an_error_chunk(env: Surfac
     with client_for(env) as c, pytest.raises(genai_errors.APIError) as info:
         list(c.models.generate_content_stream(model="nano-banana", contents="x"))
     assert info.value.code == 503
+
+
+def test_chat_served_model_through_generate_content(env: Surfaces, client: genai.Client) -> None:
+    response = client.models.generate_content(model="gpt-4o-image", contents="a lamp")
+    parts = response.candidates[0].content.parts  # type: ignore[index,union-attr]
+    assert parts is not None
+    assert [img.size for img in images_of(response)] == [(1024, 1024)]
+    texts = [p.text for p in parts if p.text]
+    assert all(env.chat.url not in t for t in texts)  # the upstream's own short-lived link is not echoed
+    [call] = [c for c in env.chat.calls if c.path == "/v1/chat/completions"]
+    assert call.json["messages"] == [{"role": "user", "content": "a lamp"}]

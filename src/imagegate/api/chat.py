@@ -15,6 +15,7 @@ import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from fastapi import APIRouter, Request
@@ -44,11 +45,13 @@ from imagegate.state import AppState
 
 router = APIRouter(tags=["chat"])
 
-# ``![alt](url)``; the URL may be a data URI. Titles (``![a](url "t")``) are tolerated.
-_MARKDOWN_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-_DATA_URI = re.compile(r"data:image/[a-z0-9.+-]+;base64,[A-Za-z0-9+/=_-]+", re.IGNORECASE)
-_IMAGE_URL = re.compile(r"https?://[^\s)\"'<>]+?\.(?:png|jpe?g|webp|gif)(?:\?[^\s)\"'<>]*)?", re.IGNORECASE)
-_LINK = re.compile(r"\[[^\]]*\]\(\s*<?([^)\s>]+)>?\s*\)")
+# ``![alt](url)``; the URL may be a data URI. Titles (``![a](url "t")``) are tolerated. Every
+# repetition is bounded or stops at a character that cannot continue it (alt text ends at ``[``, a
+# URL at ``(``), so a hostile history cannot make the scan quadratic.
+_MARKDOWN_IMAGE = re.compile(r'!\[[^\[\]\n]{0,1000}\]\(\s*<?([^()\s<>]+)>?(?:\s+"[^"\n]{0,1000}")?\s*\)')
+_LINK = re.compile(r"\[[^\[\]\n]{0,1000}\]\(\s*<?([^()\s<>]+)>?\s*\)")
+_DATA_URI = re.compile(r"data:image/[a-z0-9.+-]{1,32};base64,[A-Za-z0-9+/=_-]+", re.IGNORECASE)
+_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 _IMAGE_PARAMS = ("user", "size", "aspect_ratio", "image_size", "quality", "style", "background",
                  "output_format", "seed", "negative_prompt")
 
@@ -197,7 +200,23 @@ def _images_in(message: ChatMessage) -> list[str]:
 
 def _find_images(text: str) -> list[str]:
     """Markdown images first (how this gateway answers), else bare data URIs or image URLs."""
-    return _MARKDOWN_IMAGE.findall(text) or _DATA_URI.findall(text) or _IMAGE_URL.findall(text)
+    return _MARKDOWN_IMAGE.findall(text) or _DATA_URI.findall(text) or _bare_image_urls(text)
+
+
+def _bare_image_urls(text: str) -> list[str]:
+    """http(s) URLs standing alone in the text whose path ends in an image extension."""
+    urls = []
+    for word in text.split():
+        word = word.strip("()<>[]\"'.,;:!?")
+        if not word.lower().startswith(("http://", "https://")):
+            continue
+        try:
+            path = urlsplit(word).path.lower()
+        except ValueError:
+            continue
+        if path.endswith(_IMAGE_EXTENSIONS):
+            urls.append(word)
+    return urls
 
 
 def _split_markdown(text: str, param: str) -> tuple[str, list[tuple[str, str]]]:
