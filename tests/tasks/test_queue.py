@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -28,13 +31,37 @@ from tests.tasks.conftest import submit, wait_task
 LEASE = 30.0
 
 
-@pytest.fixture
-async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'q.db'}"
-    await asyncio.to_thread(upgrade, url)
-    engine = make_engine(url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
+    """A fresh database on the machine's PostgreSQL (skipped when none answers)."""
+    try:
+        admin = await asyncpg.connect(PG_ADMIN, timeout=2)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({exc})")
+    name = f"imagegate_q_{uuid.uuid4().hex[:12]}"
+    await admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """The queue on both engines: the claim is the one place their SQL differs."""
+    async with contextlib.AsyncExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite+aiosqlite:///{tmp_path / 'q.db'}"
+        else:
+            url = await stack.enter_async_context(postgres_database())
+        await asyncio.to_thread(upgrade, url)
+        engine = make_engine(url)
+        yield make_sessionmaker(engine)
+        await engine.dispose()
 
 
 async def add(sessions: async_sessionmaker[AsyncSession], n: int = 1, *, run_after: float | None = None,
