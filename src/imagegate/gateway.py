@@ -139,7 +139,12 @@ class Gateway:
         # timeout; ``Billing`` adds its margin. Only then may the reaper release the hold.
         longest = deadline - time.time() + sum(r.channel.timeout for r in routes) + 2 * max(
             r.channel.timeout for r in routes)
-        hold = await self.billing.hold(principal, job, request_id, ttl=longest)
+        try:
+            hold = await self.billing.hold(principal, job, request_id, ttl=longest)
+        except errors.InsufficientQuota as exc:
+            self.usage_log.record(request_id, principal, job, channel="", status=exc.code, images=0, cost=0,
+                                  started=started)
+            raise
         state = JobState()
         try:
             while (wait := await self.step(job, state, routes, lambda: _ready(inputs),

@@ -185,6 +185,7 @@ def test_upstream_failures_map_to_gateway_statuses(client: OpenAI, emu: OpenAIEm
                                          "code": "moderation_blocked"}})
     with pytest.raises(openai.BadRequestError) as exc:
         client.images.generate(model="gpt-image-1", prompt="x")
+    assert error_of(exc.value)["code"] == "content_policy_violation"
     assert "safety" in str(error_of(exc.value)["message"])
 
 

@@ -14,10 +14,10 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel
 
-from imagegate.core.errors import InvalidRequest
+from imagegate.core.errors import ContentRefused, InvalidRequest, UpstreamError
 from imagegate.core.geometry import format_size, nearest_size, parse_ratio, parse_size
 from imagegate.core.job import Call, ImageJob, OutputImage, ProviderResult, Usage
-from imagegate.providers.base import Adapter, ModelSpec
+from imagegate.providers.base import Adapter, ModelSpec, Reply
 
 _GPT_SIZES = ((1024, 1024), (1536, 1024), (1024, 1536))
 _GPT_PARAMS = frozenset({"size", "aspect_ratio", "quality", "background", "output_format",
@@ -80,6 +80,19 @@ class _ImagesResponse(BaseModel):
     output_format: str | None = None
 
 
+class _ErrorBody(BaseModel):
+    class _Error(BaseModel):
+        message: str = ""
+        code: str | None = None
+
+    error: _Error
+
+
+# Safety refusals: ``moderation_blocked`` (GPT image models) and ``content_policy_violation``
+# (DALL·E), both answered as 400 (observed in issue logs; see providers.md §1).
+_REFUSAL_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
+
+
 class OpenAIAdapter(Adapter):
     provider = "openai"
     key_env = "OPENAI_API_KEY"
@@ -88,6 +101,17 @@ class OpenAIAdapter(Adapter):
 
     def spec(self, upstream_model: str) -> ModelSpec:
         return _rules(upstream_model).spec
+
+    def error_for(self, reply: Reply) -> UpstreamError:
+        if reply.status == 400:
+            try:
+                err = _ErrorBody.model_validate_json(reply.body).error
+            except ValueError:
+                err = None
+            if err is not None and err.code in _REFUSAL_CODES:
+                return ContentRefused(f"The upstream's safety system refused the request: {err.message}",
+                                      reason="SAFETY")
+        return super().error_for(reply)
 
     def check(self, job: ImageJob, upstream_model: str) -> None:
         rules = _rules(upstream_model)
