@@ -260,3 +260,15 @@ def test_gemini_model_through_chat_refines_with_the_first_image(env: Surfaces, c
     inline = [p["inlineData"] for p in turn["parts"] if "inlineData" in p]
     assert [base64.b64decode(i["data"]) for i in inline] == [first_bytes]
     assert [p["text"] for p in turn["parts"] if "text" in p] == ["add a red sail"]
+
+
+def test_google_model_name_maps_to_nano_banana_and_nulls_are_defaults(env: Surfaces) -> None:
+    body = {"model": "gemini-2.5-flash-image-preview", "n": None, "stream": None, "temperature": 0.7,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "a pear"}]}]}
+    resp = httpx.post(env.gw.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {env.key}"})
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()
+    assert answer["model"] == "gemini-2.5-flash-image-preview" and len(answer["choices"]) == 1
+    assert len(links(answer["choices"][0]["message"]["content"])) == 1
+    [call] = [c for c in env.gemini.calls if c.path.endswith(":generateContent")]
+    assert call.path == "/v1beta/models/gemini-2.5-flash-image:generateContent"

@@ -11,11 +11,9 @@ body travels along as ``job.native`` for chat-protocol upstreams.
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from fastapi import APIRouter, Request
@@ -34,24 +32,17 @@ from imagegate.api.chat_schemas import (
     ChunkChoice,
     Delta,
 )
+from imagegate.api.conversation import MARKDOWN_IMAGE, find_images, fit_references, model_text, public_model
 from imagegate.api.deps import PrincipalDep, StateDep
 from imagegate.api.images import pydantic_error, source_from_string
 from imagegate.api.render import json_response
 from imagegate.core.errors import ImagegateError, InvalidRequest, ModelNotFound
 from imagegate.core.job import ImageJob, ImageSource, NativeRequest, Usage
 from imagegate.gateway import Outcome
-from imagegate.routing import Router
 from imagegate.state import AppState
 
 router = APIRouter(tags=["chat"])
 
-# ``![alt](url)``; the URL may be a data URI. Titles (``![a](url "t")``) are tolerated. Every
-# repetition is bounded or stops at a character that cannot continue it (alt text ends at ``[``, a
-# URL at ``(``), so a hostile history cannot make the scan quadratic.
-_MARKDOWN_IMAGE = re.compile(r'!\[[^\[\]\n]{0,1000}\]\(\s*<?([^()\s<>]+)>?(?:\s+"[^"\n]{0,1000}")?\s*\)')
-_LINK = re.compile(r"\[[^\[\]\n]{0,1000}\]\(\s*<?([^()\s<>]+)>?\s*\)")
-_DATA_URI = re.compile(r"data:image/[a-z0-9.+-]{1,32};base64,[A-Za-z0-9+/=_-]+", re.IGNORECASE)
-_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 _IMAGE_PARAMS = ("user", "size", "aspect_ratio", "image_size", "quality", "style", "background",
                  "output_format", "seed", "negative_prompt")
 
@@ -71,12 +62,14 @@ async def completions(request: Request, state: StateDep, principal: PrincipalDep
         req = ChatCompletionRequest.model_validate(body)
     except ValidationError as exc:
         raise pydantic_error(exc) from exc
-    if req.model not in state.router.models():
+    try:
+        model = public_model(req.model, state.router)
+    except ModelNotFound as exc:
         raise ModelNotFound(
             f"The model {req.model!r} is not an image model served here: chat completions on this gateway "
-            "draw with image models only (see GET /v1/models).", param="model")
-    principal.require_model(req.model)
-    job = fit_references(state.router, *to_job(req, body, state))
+            "draw with image models only (see GET /v1/models).", param="model") from exc
+    principal.require_model(model)
+    job = fit_references(state.router, *to_job(req, model, body, state))
     request_id = uuid.uuid4().hex
     completion_id = f"chatcmpl-{request_id}"
     headers = {"x-request-id": request_id}
@@ -117,7 +110,7 @@ async def completions(request: Request, state: StateDep, principal: PrincipalDep
     return response
 
 
-def to_job(req: ChatCompletionRequest, body: dict[str, Any], state: AppState) -> tuple[ImageJob, bool]:
+def to_job(req: ChatCompletionRequest, model: str, body: dict[str, Any], state: AppState) -> tuple[ImageJob, bool]:
     """The ``ImageJob`` a conversation asks for (see the module docstring), and whether its
     reference image was taken from the history rather than given with the prompt."""
     last = next((i for i in range(len(req.messages) - 1, -1, -1) if req.messages[i].role == "user"), None)
@@ -132,25 +125,9 @@ def to_job(req: ChatCompletionRequest, body: dict[str, Any], state: AppState) ->
     if implicit:
         images = earlier_image(req.messages[:last], state)
     fields = {name: getattr(req, name) for name in _IMAGE_PARAMS if getattr(req, name) is not None}
-    job = ImageJob(model=req.model, prompt=prompt, n=req.n, images=images, response_format="url",
+    job = ImageJob(model=model, prompt=prompt, n=req.n or 1, images=images, response_format="url",
                    surface="chat", native=NativeRequest(protocol="chat", body=body), **fields)
     return job, implicit and bool(images)
-
-
-def fit_references(router: Router, job: ImageJob, implicit: bool) -> ImageJob:
-    """A prompt with reference images is an edit where the model can edit (OpenAI sends those to
-    ``/images/edits``); models that take references only on generation keep ``generate``. An image
-    taken from the history is left out for a model that takes none (dall-e-3): every later turn
-    of a chat carries the history, and refusing them all would make the model unusable in chat."""
-    if not job.images:
-        return job
-    for candidate in (job.model_copy(update={"action": "edit"}), job):
-        try:
-            router.plan(candidate)
-        except InvalidRequest:
-            continue
-        return candidate
-    return job.model_copy(update={"images": []}) if implicit else job
 
 
 def prompt_and_images(message: ChatMessage, where: str) -> tuple[str, list[tuple[str, str]]]:
@@ -188,40 +165,19 @@ def _images_in(message: ChatMessage) -> list[str]:
     if message.content is None:
         return []
     if isinstance(message.content, str):
-        return _find_images(message.content)
+        return find_images(message.content)
     urls: list[str] = []
     for part in message.content:
         if part.type == "image_url" and part.url():
             urls.append(part.url() or "")
         elif part.text:
-            urls += _find_images(part.text)
-    return urls
-
-
-def _find_images(text: str) -> list[str]:
-    """Markdown images first (how this gateway answers), else bare data URIs or image URLs."""
-    return _MARKDOWN_IMAGE.findall(text) or _DATA_URI.findall(text) or _bare_image_urls(text)
-
-
-def _bare_image_urls(text: str) -> list[str]:
-    """http(s) URLs standing alone in the text whose path ends in an image extension."""
-    urls = []
-    for word in text.split():
-        word = word.strip("()<>[]\"'.,;:!?")
-        if not word.lower().startswith(("http://", "https://")):
-            continue
-        try:
-            path = urlsplit(word).path.lower()
-        except ValueError:
-            continue
-        if path.endswith(_IMAGE_EXTENSIONS):
-            urls.append(word)
+            urls += find_images(part.text)
     return urls
 
 
 def _split_markdown(text: str, param: str) -> tuple[str, list[tuple[str, str]]]:
-    urls = [(u, param) for u in _MARKDOWN_IMAGE.findall(text)]
-    return _MARKDOWN_IMAGE.sub("", text).strip(), urls
+    urls = [(u, param) for u in MARKDOWN_IMAGE.findall(text)]
+    return MARKDOWN_IMAGE.sub("", text).strip(), urls
 
 
 def contents(state: AppState, outcome: Outcome, n: int) -> list[str]:
@@ -232,21 +188,6 @@ def contents(state: AppState, outcome: Outcome, n: int) -> list[str]:
     if text := model_text(outcome.text):
         groups[0] = [text, *groups[0]]
     return ["\n\n".join(g) for g in groups]
-
-
-def model_text(text: str | None) -> str | None:
-    """What the model wrote next to its images, without the images themselves: chat-served
-    upstreams write their picture into the text as a link to *their* short-lived URL (often with a
-    ``[download](same URL)`` beside it); the caller gets this gateway's copy instead."""
-    if not text:
-        return None
-    targets = set(_find_images(text)) | set(_DATA_URI.findall(text))
-    out = _DATA_URI.sub("", _MARKDOWN_IMAGE.sub("", text))
-    out = _LINK.sub(lambda m: "" if m.group(1) in targets else m.group(0), out)
-    for target in targets:
-        out = out.replace(target, "")
-    out = re.sub(r"\n{3,}", "\n\n", out).strip()
-    return out or None
 
 
 def _url(state: AppState, blob: str | None, b64: str | None, mime: str) -> str:

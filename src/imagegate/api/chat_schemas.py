@@ -51,9 +51,9 @@ class ChatCompletionRequest(_Open):
 
     model: str = Field(min_length=1, description="A public image model name (see GET /v1/models).")
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
-    n: int = Field(default=1, ge=1, le=10, description="Number of images (one choice each when > 1).")
+    n: int | None = Field(default=1, ge=1, le=10, description="Number of images (one choice each when > 1).")
     user: str | None = None
     size: str | None = Field(default=None, description="WxH, as on /v1/images/generations.")
     aspect_ratio: str | None = Field(default=None, description="W:H, e.g. 16:9.")

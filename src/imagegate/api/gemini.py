@@ -26,7 +26,7 @@ from starlette.responses import Response
 
 from imagegate import imaging
 from imagegate.api import sse
-from imagegate.api.chat import fit_references, model_text
+from imagegate.api.conversation import fit_references, model_text, public_model
 from imagegate.api.deps import PrincipalDep, StateDep
 from imagegate.api.errors import GOOGLE_STATUS
 from imagegate.api.images import pydantic_error, source_from_string
@@ -35,7 +35,6 @@ from imagegate.core.errors import (
     ContentRefused,
     ImagegateError,
     InvalidRequest,
-    ModelNotFound,
     NoImageReturned,
 )
 from imagegate.core.job import ImageJob, ImageSource, NativeRequest, Usage
@@ -57,13 +56,6 @@ from imagegate.state import AppState
 
 router = APIRouter(tags=["gemini"])
 
-# Google's names for its image models → the platform's names for them (docs/models.md).
-ALIASES = {
-    "gemini-2.5-flash-image": "nano-banana",
-    "gemini-2.5-flash-image-preview": "nano-banana",
-    "gemini-3-pro-image-preview": "nano-banana-2",
-    "gemini-3-pro-image": "nano-banana-2",
-}
 MODALITIES = ("TEXT", "IMAGE", "AUDIO", "VIDEO")
 # The enums google-genai knows (types.FinishReason / types.BlockedReason): any other value makes
 # the SDK warn, so reasons from other upstreams are mapped onto these.
@@ -128,20 +120,9 @@ for _prefix in ("/v1beta", "/v1"):
 
 # ---- request ------------------------------------------------------------------------------------
 
-def public_model(name: str, state: AppState) -> str:
-    served = state.router.models()
-    if name in served:
-        return name
-    alias = ALIASES.get(name)
-    if alias is not None and alias in served:
-        return alias
-    raise ModelNotFound(f"models/{name} is not found: this gateway serves {', '.join(sorted(served))}.",
-                        param="model")
-
-
 async def parse(model: str, request: Request, state: AppState) -> tuple[ImageJob, bool]:
     """The job of a ``generateContent`` body, and whether text parts may be answered."""
-    public = public_model(model.removeprefix("models/"), state)
+    public = public_model(model.removeprefix("models/"), state.router)
     try:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
