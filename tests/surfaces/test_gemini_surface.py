@@ -113,14 +113,20 @@ def test_non_gemini_model_through_generate_content(env: Surfaces, client: genai.
     assert response.usage_metadata is not None and response.usage_metadata.total_token_count
 
 
-def test_candidate_count_makes_n_candidates(env: Surfaces, client: genai.Client) -> None:
-    response = client.models.generate_content(
-        model="gpt-image-1", contents="two owls",
-        config=types.GenerateContentConfig(candidate_count=2, response_modalities=["IMAGE"]))
+@pytest.mark.parametrize("model", ["gpt-image-1", "nano-banana"])
+def test_candidate_count_makes_n_candidates(env: Surfaces, model: str) -> None:
+    with client_for(env) as c:
+        response = c.models.generate_content(
+            model=model, contents="two owls",
+            config=types.GenerateContentConfig(candidate_count=2, response_modalities=["IMAGE"]))
     assert [c.index for c in response.candidates or []] == [0, 1]
     assert len(images_of(response)) == 2
-    [call] = env.openai.calls
-    assert call.json["n"] == 2
+    if model == "gpt-image-1":
+        [call] = env.openai.calls
+        assert call.json["n"] == 2
+    else:  # Gemini draws one image per call: two calls, neither asking for candidates
+        calls = generate_calls(env)
+        assert len(calls) == 2 and all("candidateCount" not in c["generationConfig"] for c in calls)  # type: ignore[operator]
 
 
 def test_non_gemini_refine_uses_the_model_turn_image(env: Surfaces, client: genai.Client) -> None:
