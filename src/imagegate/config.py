@@ -85,8 +85,9 @@ class LimitsConfig(_Strict):
 
 
 class TasksConfig(_Strict):
-    workers: int = Field(default=4, ge=0)
-    """Task workers per gateway process (0: this process only accepts tasks)."""
+    workers: int = Field(default=32, ge=0)
+    """Task steps run concurrently per gateway process (0: this process only accepts tasks).
+    Steps are I/O-bound (a sync upstream holds one for the whole generation), so this is high."""
     lease_seconds: float = Field(default=60.0, gt=0)
     deadline: float = Field(default=900.0, gt=0)
     """Seconds from submission after which an unfinished task fails."""
