@@ -163,6 +163,25 @@ def test_chat_served_model_gets_the_conversation_and_answers_with_gateway_links(
     assert fetch_image(urls[0])[1].size == (1024, 1024)
 
 
+def test_refine_through_a_chat_served_model_sends_the_first_image_bytes(env: Surfaces, client: OpenAI) -> None:
+    first = client.chat.completions.create(model="gpt-4o-image", messages=[{"role": "user", "content": "a kite"}])
+    first_content = first.choices[0].message.content
+    [url] = links(first_content)
+    first_bytes, _ = fetch_image(url)
+    env.reset()
+    client.chat.completions.create(model="gpt-4o-image", messages=[
+        {"role": "user", "content": "a kite"}, {"role": "assistant", "content": first_content},
+        {"role": "user", "content": "make it red"}])
+    [call] = [c for c in env.chat.calls if c.path == "/v1/chat/completions"]
+    sent = call.json["messages"]
+    assert sent[:2] == [{"role": "user", "content": "a kite"}, {"role": "assistant", "content": first_content}]
+    text, image = sent[2]["content"]
+    assert text == {"type": "text", "text": "make it red"}
+    # The upstream cannot be expected to reach this gateway's /files/ URL: it gets the bytes.
+    prefix, data = image["image_url"]["url"].split(",", 1)
+    assert prefix == "data:image/png;base64" and base64.b64decode(data) == first_bytes
+
+
 def test_success_is_billed_once(env: Surfaces) -> None:
     key = env.funded_key()
     with OpenAI(base_url=env.gw.url + "/v1", api_key=key, max_retries=0) as c:

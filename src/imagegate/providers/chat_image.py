@@ -108,9 +108,10 @@ class ChatImageAdapter(Adapter):
 
     When the job came through the chat surface (``job.native`` is a
     ``NativeRequest(protocol="chat")``), its ``messages`` are sent as they are — a multi-turn
-    conversation keeps its history and its own image parts; the gateway's resolved reference
-    images are then not added again. Otherwise one user message is built from the prompt and
-    the reference images (as base64 data URIs).
+    conversation keeps its history — except that the last user message carries the gateway's
+    resolved reference images as data URIs: a reference may be an image of this gateway (the
+    refine loop) or an address only the gateway may fetch, and the upstream must not need to
+    reach either. Otherwise one user message is built from the prompt and the reference images.
     """
 
     provider = "openai-chat"
@@ -146,16 +147,22 @@ class ChatImageAdapter(Adapter):
 
     @staticmethod
     def _messages(call: Call) -> list[Any]:
+        prompt: dict[str, Any] = {"role": "user", "content": call.job.prompt}
+        if call.images:
+            parts: list[dict[str, Any]] = [{"type": "text", "text": call.job.prompt}]
+            for img in call.images:
+                uri = f"data:{img.mime};base64,{base64.b64encode(img.data).decode()}"
+                parts.append({"type": "image_url", "image_url": {"url": uri}})
+            prompt["content"] = parts
         native = call.job.native
-        if native is not None and native.protocol == "chat" and isinstance(native.body.get("messages"), list):
-            return list(native.body["messages"])
-        if not call.images:
-            return [{"role": "user", "content": call.job.prompt}]
-        parts: list[dict[str, Any]] = [{"type": "text", "text": call.job.prompt}]
-        for img in call.images:
-            uri = f"data:{img.mime};base64,{base64.b64encode(img.data).decode()}"
-            parts.append({"type": "image_url", "image_url": {"url": uri}})
-        return [{"role": "user", "content": parts}]
+        if native is None or native.protocol != "chat" or not isinstance(native.body.get("messages"), list):
+            return [prompt]
+        messages = list(native.body["messages"])
+        last = next((i for i in range(len(messages) - 1, -1, -1)
+                     if isinstance(messages[i], dict) and messages[i].get("role") == "user"), None)
+        if last is not None and call.images:
+            messages[last] = {**messages[last], "content": prompt["content"]}
+        return messages
 
     def _answer(self, reply: Reply) -> _Answer:
         if reply.body.lstrip().startswith(b"{"):
