@@ -152,6 +152,22 @@ def test_file_data_uri_is_fetched_as_reference(env: Surfaces, client: genai.Clie
     assert [u.data for u in edit.form["image[]"]] == [picture]
 
 
+def test_file_data_reaches_a_gemini_upstream_as_the_fetched_bytes(env: Surfaces, client: genai.Client) -> None:
+    picture = make_image(300, 200, "png", seed=4)
+    url = env.openai.host_bytes(picture, "image/png")
+    client.models.generate_content(model="nano-banana", contents=[
+        types.Content(role="user", parts=[types.Part(text="a boat")]),
+        types.Content(role="model", parts=[types.Part(text="Here it is.")]),
+        types.Content(role="user", parts=[types.Part(file_data=types.FileData(file_uri=url, mime_type="image/png")),
+                                          types.Part(text="make it a poster")])],
+        config=types.GenerateContentConfig(response_modalities=["IMAGE"]))
+    [call] = [c.json for c in env.gemini.calls if c.path.endswith(":generateContent")]
+    first, model_turn, last = call["contents"]
+    assert first["parts"] == [{"text": "a boat"}] and model_turn["parts"] == [{"text": "Here it is."}]
+    assert [p.get("text") for p in last["parts"]] == [None, "make it a poster"]
+    assert base64.b64decode(last["parts"][0]["inlineData"]["data"]) == picture
+
+
 def test_stream_for_gemini_and_non_gemini_models(env: Surfaces, client: genai.Client) -> None:
     for model, size in (("nano-banana", (1344, 768)), ("gpt-image-1", (1536, 1024))):
         chunks = list(client.models.generate_content_stream(

@@ -93,8 +93,11 @@ def build_request(call: Call) -> GenerateContentRequest:
     A job from the Gemini surface (``job.native``) keeps the caller's body — every turn, part
     and top-level field — and only what the job sets explicitly is overridden: aspect ratio,
     image size, seed. ``candidateCount`` is removed because the gateway fans ``n`` out itself.
-    The native ``contents`` already hold the caller's images, so ``call.images`` is not added.
-    Any other job becomes one user turn: the reference images as ``inlineData``, then the text.
+    The native ``contents`` already hold the caller's images, so ``call.images`` is not added —
+    except that ``fileData`` URLs of the last user turn, which the gateway fetched through its
+    SSRF rules (and which Google may not be able to reach, or accept), are sent as the fetched
+    bytes. Any other job becomes one user turn: the reference images as ``inlineData``, then the
+    text.
     """
     job = call.job
     if job.native is not None and job.native.protocol == "gemini":
@@ -104,10 +107,12 @@ def build_request(call: Call) -> GenerateContentRequest:
             raise InvalidRequest(f"Not a generateContent body: {exc.errors()[0]['msg']}",
                                  param="contents") from exc
         config = req.generation_config or GenerationConfig()
+        users = [c for c in req.contents if c.role in (None, "user")]
+        if users and call.images and any(p.file_data is not None for p in users[-1].parts):
+            rest = [p for p in users[-1].parts if p.file_data is None and p.inline_data is None]
+            users[-1].parts = [*_inline(call), *rest]
     else:
-        parts = [Part(inline_data=Blob(mime_type=img.mime, data=base64.b64encode(img.data).decode()))
-                 for img in call.images]
-        req = GenerateContentRequest(contents=[Content(role="user", parts=[*parts, Part(text=job.prompt)])])
+        req = GenerateContentRequest(contents=[Content(role="user", parts=[*_inline(call), Part(text=job.prompt)])])
         config = GenerationConfig()
     config.candidate_count = None
     config.response_modalities = config.response_modalities or ["TEXT", "IMAGE"]
@@ -122,6 +127,11 @@ def build_request(call: Call) -> GenerateContentRequest:
         config.image_config = image_config
     req.generation_config = config
     return req
+
+
+def _inline(call: Call) -> list[Part]:
+    return [Part(inline_data=Blob(mime_type=img.mime, data=base64.b64encode(img.data).decode()))
+            for img in call.images]
 
 
 def read_answer(answer: GenerateContentResponse) -> ProviderResult:
