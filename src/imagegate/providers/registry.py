@@ -10,6 +10,7 @@ from imagegate.providers.chat_image import ChatImageAdapter
 from imagegate.providers.dashscope import DashScopeAdapter
 from imagegate.providers.fal import FalAdapter
 from imagegate.providers.gemini import GeminiAdapter
+from imagegate.providers.local import LocalAdapter
 from imagegate.providers.openai import OpenAIAdapter
 from imagegate.providers.recraft import RecraftAdapter
 from imagegate.providers.replicate import ReplicateAdapter
@@ -26,5 +27,6 @@ ADAPTERS: dict[str, type[Adapter]] = {
         ReplicateAdapter,
         GeminiAdapter,
         BflAdapter,
+        LocalAdapter,
     )
 }

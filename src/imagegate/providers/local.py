@@ -1,0 +1,131 @@
+"""The embedded ``imagegate-shapes`` model, served in-process (no keys, no network).
+
+The model samples at its native resolution (see ``docs/models/imagegate-shapes.md``) and the
+result is upscaled with Lanczos to the requested size (non-square sizes are covered and
+centre-cropped, never squashed). Edits: one reference image is image-to-image with ``strength``;
+with a mask it is true inpainting — the transparent pixels of the mask are repainted and every
+other pixel of the first image is kept bit for bit. Inference runs in the engine's small thread
+pool with bounded concurrency, and calls that arrive together are batched into one ONNX run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any, ClassVar
+
+import aiohttp
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from imagegate.config import ChannelConfig
+from imagegate.core.errors import InvalidRequest, UpstreamUnavailable
+from imagegate.core.geometry import dims_for_ratio, parse_ratio, parse_size
+from imagegate.core.job import Call, InputImage, OutputImage, ProviderResult
+from imagegate.providers.base import Adapter, ModelSpec
+
+_SPEC = ModelSpec(
+    actions=frozenset({"generate", "edit"}), max_n=10, max_images=1, mask=True,
+    params=frozenset({"size", "aspect_ratio", "seed", "strength", "output_format"}),
+)
+_MAX_SIDE = 2048
+
+
+class LocalOptions(BaseModel):
+    """``options:`` of a ``provider: local`` channel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch: int = Field(default=16, ge=1)
+    max_concurrency: int = Field(default=1, ge=1)
+    batching: bool = True
+    default_size: int = Field(default=512, ge=32, le=_MAX_SIDE)
+
+
+class LocalAdapter(Adapter):
+    provider = "local"
+    default_models = {"imagegate-shapes": "imagegate-shapes"}
+    _engines: ClassVar[dict[tuple[int, int, bool], Any]] = {}
+
+    def __init__(self, channel: ChannelConfig, http: aiohttp.ClientSession) -> None:
+        super().__init__(channel, http)
+        self.options = LocalOptions.model_validate(channel.options)
+
+    @property
+    def engine(self) -> Any:
+        """One engine per process and option set, loaded on first use (checksum verified)."""
+        from imagegate.localmodel import ShapesEngine, WeightsError
+
+        o = self.options
+        key = (o.max_batch, o.max_concurrency, o.batching)
+        if key not in self._engines:
+            try:
+                self._engines[key] = ShapesEngine.load(max_batch=o.max_batch, max_concurrency=o.max_concurrency,
+                                                       batching=o.batching)
+            except WeightsError as exc:
+                raise UpstreamUnavailable(f"The embedded model cannot be loaded: {exc}") from exc
+        return self._engines[key]
+
+    def spec(self, upstream_model: str) -> ModelSpec:
+        return _SPEC
+
+    def _size(self, call: Call) -> tuple[int, int]:
+        job = call.job
+        if job.aspect_ratio:
+            return dims_for_ratio(parse_ratio(job.aspect_ratio), area=self.options.default_size ** 2,
+                                  multiple=8, lo=32, hi=_MAX_SIDE)
+        wh = parse_size(job.size)
+        if wh is not None:
+            if max(wh) > _MAX_SIDE:
+                raise InvalidRequest(f"size: the embedded model draws at most {_MAX_SIDE}px a side.",
+                                     param="size")
+            return wh
+        if call.images:  # an edit keeps the picture's own size
+            return call.images[0].width, call.images[0].height
+        return self.options.default_size, self.options.default_size
+
+    async def submit(self, call: Call) -> ProviderResult:
+        from imagegate.localmodel import LocalRequest
+
+        width, height = self._size(call)
+        init, mask = await asyncio.to_thread(_decode_inputs, call.images[0] if call.images else None,
+                                             call.mask, (width, height))
+        req = LocalRequest(prompt=call.job.prompt, n=call.n, seed=call.job.seed, init_image=init,
+                           strength=call.job.strength, mask=mask)
+        generated = await self.engine.generate(req)
+        fmt = call.job.output_format or "png"
+        encoded = await asyncio.to_thread(_finish, generated, init, mask, (width, height), fmt)
+        revised = self.engine.understood(call.job.prompt)
+        return ProviderResult(images=[OutputImage(data=d, mime=f"image/{fmt}", revised_prompt=revised)
+                                      for d in encoded])
+
+
+def _decode_inputs(image: InputImage | None, mask: InputImage | None,
+                   size: tuple[int, int]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The reference image (and mask) as arrays at the output size. Mask: alpha 0 = repaint."""
+    if image is None:
+        return None, None
+    pic = Image.open(io.BytesIO(image.data)).convert("RGB")
+    if pic.size != size:
+        pic = pic.resize(size, Image.Resampling.LANCZOS)
+    init = np.asarray(pic, dtype=np.uint8)
+    if mask is None:
+        return init, None
+    alpha = Image.open(io.BytesIO(mask.data)).convert("RGBA").getchannel("A")
+    if alpha.size != size:
+        alpha = alpha.resize(size, Image.Resampling.NEAREST)
+    return init, np.asarray(alpha) == 0
+
+
+def _finish(generated: list[np.ndarray], init: np.ndarray | None, mask: np.ndarray | None,
+            size: tuple[int, int], fmt: str) -> list[bytes]:
+    from imagegate.localmodel import composite, upscale
+
+    out = []
+    for img in generated:
+        pixels = composite(init, img, mask) if init is not None and mask is not None else upscale(img, *size)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="JPEG" if fmt == "jpeg" else fmt.upper())
+        out.append(buf.getvalue())
+    return out
