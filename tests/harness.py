@@ -9,6 +9,7 @@ the process, or kill it with SIGKILL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -16,6 +17,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,7 +116,7 @@ class GatewayProcess:
         return out.stdout
 
     def db_url(self) -> str:
-        return f"sqlite+aiosqlite:///{self.root / 'imagegate.db'}"
+        return str(self.config.get("database_url") or f"sqlite+aiosqlite:///{self.root / 'imagegate.db'}")
 
     def key(self, *, models: list[str] | None = None, account: str | None = None, rpm: int | None = None,
             name: str = "test") -> str:
@@ -159,3 +162,31 @@ def channel(name: str, provider: str, base_url: str, models: dict[str, str], **e
     """A channel entry for a test config (fast polling so tests never wait for real)."""
     return {"name": name, "provider": provider, "base_url": base_url, "api_key": "test-upstream-key",
             "models": models, "poll_interval": 0.05, "timeout": 5, **extra}
+
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh database on the machine's PostgreSQL, dropped afterwards; the test is skipped when
+    no server answers (a user's fresh machine has none; CI's has one)."""
+    import asyncpg
+    import pytest
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN, timeout=2)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    name = f"imagegate_e2e_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(admin(f"CREATE DATABASE {name}"))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({exc})")
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        asyncio.run(admin(f"DROP DATABASE {name} WITH (FORCE)"))
