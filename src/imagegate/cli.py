@@ -156,12 +156,29 @@ async def migrate(settings: Settings, args: argparse.Namespace) -> None:
     print("database is up to date")
 
 
+def check_channels(settings: Settings) -> None:
+    """Build every channel's adapter once, as the server will: an unknown provider or a bad
+    channel option stops ``serve`` here with a message naming the key, before any worker starts."""
+    from imagegate.net import make_session
+    from imagegate.routing import Router, default_channels
+
+    async def build() -> None:
+        http = make_session()
+        try:
+            Router.build(default_channels(settings, os.environ), http)
+        finally:
+            await http.close()
+
+    asyncio.run(build())
+
+
 def serve(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
     from imagegate.db.migrate import upgrade
     from imagegate.storage import open_store
 
+    check_channels(settings)
     upgrade(settings.database_url)
     open_store(settings.storage_url, public_url=settings.public_url, secret=b"-")  # creates the directory
     if args.config:  # worker processes load the same file
@@ -229,14 +246,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
         settings = load_settings(getattr(args, "config", None))
+        sync_handler: Any = getattr(args, "sync_handler", None)
+        if sync_handler is not None:
+            sync_handler(settings, args)
+        else:
+            asyncio.run(args.handler(settings, args))
     except ConfigError as exc:
         print(f"imagegate: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    sync_handler: Any = getattr(args, "sync_handler", None)
-    if sync_handler is not None:
-        sync_handler(settings, args)
-    else:
-        asyncio.run(args.handler(settings, args))
 
 
 if __name__ == "__main__":

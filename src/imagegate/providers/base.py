@@ -19,9 +19,9 @@ from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from imagegate.config import ChannelConfig
+from imagegate.config import ChannelConfig, ConfigError
 from imagegate.core import errors
 from imagegate.core.job import Action, Call, ImageJob, Pending, ProviderResult
 
@@ -49,6 +49,12 @@ class ModelSpec(BaseModel):
     others are dropped and reported in the ``x-imagegate-dropped-params`` header."""
 
 
+class NoOptions(BaseModel):
+    """A provider without channel options: any ``options:`` key is a configuration error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 @dataclass(frozen=True)
 class Reply:
     status: int
@@ -69,11 +75,20 @@ class Adapter(ABC):
     default_base_url: ClassVar[str] = ""
     default_models: ClassVar[dict[str, str]] = {}
     """Public name → upstream model served by a channel that does not list its models."""
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    """The model of a channel's ``options:``, validated at start-up (a typo is a config error)."""
+    options: BaseModel
 
     def __init__(self, channel: ChannelConfig, http: aiohttp.ClientSession) -> None:
         self.channel = channel
         self.http = http
         self.base_url = (channel.base_url or self.default_base_url).rstrip("/")
+        try:
+            self.options = self.Options.model_validate(channel.options)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"channel {channel.name!r} options.{where}: {first['msg']}") from exc
 
     @abstractmethod
     def spec(self, upstream_model: str) -> ModelSpec:

@@ -29,11 +29,9 @@ import base64
 import re
 from typing import Any
 
-import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from imagegate.config import ChannelConfig, ConfigError
 from imagegate.core import errors
 from imagegate.core.job import Call, OutputImage, ProviderResult, Usage
 from imagegate.providers.base import Adapter, ModelSpec, Reply
@@ -118,12 +116,8 @@ class ChatImageAdapter(Adapter):
     key_env = None  # reseller channels: configured explicitly, never enabled from the environment
     default_models = {m: m for m in _MODELS}
 
-    def __init__(self, channel: ChannelConfig, http: aiohttp.ClientSession) -> None:
-        super().__init__(channel, http)
-        try:
-            self.options = _Options.model_validate(channel.options)
-        except ValidationError as exc:
-            raise ConfigError(f"channel {channel.name!r} options: {exc.errors()[0]['msg']}") from exc
+    Options = _Options
+    options: _Options
 
     def spec(self, upstream_model: str) -> ModelSpec:
         return _SPEC

@@ -26,7 +26,7 @@ from __future__ import annotations
 import base64
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from imagegate.core import errors
 from imagegate.core.errors import InvalidRequest
@@ -118,6 +118,15 @@ def failure(code: str | None, message: str | None) -> errors.UpstreamError:
     return errors.UpstreamError(f"The upstream task failed: {text}")
 
 
+class _Options(BaseModel):
+    """``options:`` of a ``dashscope`` channel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workspace: str | None = None
+    """Sent as ``X-DashScope-WorkSpace``; needed by RAM sub-account keys."""
+
+
 class DashScopeAdapter(Adapter):
     """qwen-image through the async text2image task, qwen-image-edit through multimodal-generation."""
 
@@ -125,6 +134,8 @@ class DashScopeAdapter(Adapter):
     key_env = "DASHSCOPE_API_KEY"
     default_base_url = "https://dashscope-intl.aliyuncs.com"
     default_models = {"qwen-image": "qwen-image", "qwen-image-edit": "qwen-image-edit"}
+    Options = _Options
+    options: _Options
 
     def spec(self, upstream_model: str) -> ModelSpec:
         if not _is_edit(upstream_model):
@@ -140,8 +151,8 @@ class DashScopeAdapter(Adapter):
 
     def _headers(self, **extra: str) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self.channel.api_key or ''}", **extra}
-        if workspace := self.channel.options.get("workspace"):
-            headers["X-DashScope-WorkSpace"] = str(workspace)
+        if self.options.workspace:
+            headers["X-DashScope-WorkSpace"] = self.options.workspace
         return headers
 
     @staticmethod

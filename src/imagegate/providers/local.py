@@ -14,12 +14,10 @@ import asyncio
 import io
 from typing import Any, ClassVar
 
-import aiohttp
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from imagegate.config import ChannelConfig
 from imagegate.core.errors import InvalidRequest, UpstreamUnavailable
 from imagegate.core.geometry import dims_for_ratio, parse_ratio, parse_size
 from imagegate.core.job import Call, InputImage, OutputImage, ProviderResult
@@ -48,9 +46,8 @@ class LocalAdapter(Adapter):
     default_models = {"imagegate-shapes": "imagegate-shapes"}
     _engines: ClassVar[dict[tuple[int, int, bool], Any]] = {}
 
-    def __init__(self, channel: ChannelConfig, http: aiohttp.ClientSession) -> None:
-        super().__init__(channel, http)
-        self.options = LocalOptions.model_validate(channel.options)
+    Options = LocalOptions
+    options: LocalOptions
 
     @property
     def engine(self) -> Any:

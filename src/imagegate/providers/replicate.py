@@ -27,10 +27,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from imagegate.config import ChannelConfig, ConfigError
 from imagegate.core import errors
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.geometry import nearest_ratio, requested_ratio
@@ -116,12 +114,8 @@ class ReplicateAdapter(Adapter):
         "flux-kontext-max": "black-forest-labs/flux-kontext-max",
     }
 
-    def __init__(self, channel: ChannelConfig, http: aiohttp.ClientSession) -> None:
-        super().__init__(channel, http)
-        try:
-            self.options = _Options.model_validate(channel.options)
-        except ValidationError as exc:
-            raise ConfigError(f"channel {channel.name!r} options: {exc.errors()[0]['msg']}") from exc
+    Options = _Options
+    options: _Options
 
     def spec(self, upstream_model: str) -> ModelSpec:
         return _rules(upstream_model).spec
