@@ -3,8 +3,6 @@ and the official ``openai`` client."""
 
 from __future__ import annotations
 
-import base64
-import io
 import struct
 import zlib
 from collections.abc import Iterator
@@ -13,12 +11,13 @@ import httpx2 as httpx
 import openai
 import pytest
 from openai import OpenAI
-from PIL import Image
 
 from tests.conftest import StartGateway
 from tests.emulators.base import make_image
 from tests.emulators.openai import OpenAIEmulator
 from tests.harness import GatewayProcess, channel
+from tests.images import decode_image as decode
+from tests.images import fetch_image
 
 MODELS = {"gpt-image-1": "gpt-image-1", "dall-e-3": "dall-e-3", "dall-e-2": "dall-e-2"}
 
@@ -51,16 +50,6 @@ def key(gw: GatewayProcess) -> str:
 @pytest.fixture
 def client(gw: GatewayProcess, key: str) -> OpenAI:
     return OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
-
-
-def decode(b64: str) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(b64)))
-
-
-def fetch_image(url: str) -> Image.Image:
-    r = httpx.get(url)
-    assert r.status_code == 200, r.text
-    return Image.open(io.BytesIO(r.content))
 
 
 def error_of(exc: openai.APIStatusError) -> dict[str, object]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +11,6 @@ import httpx2 as httpx
 import openai
 import pytest
 from openai import OpenAI
-from PIL import Image
 from sqlalchemy import select
 
 from imagegate.core.errors import InvalidRequest
@@ -23,6 +21,8 @@ from tests.conftest import StartGateway
 from tests.emulators.ark import SEEDEDIT, SEEDREAM3, SEEDREAM4, ArkEmulator
 from tests.emulators.base import Failure, make_image
 from tests.harness import GatewayProcess, channel
+from tests.images import decode_image as decoded
+from tests.images import fetch_image as fetch
 
 PATH = "/api/v3/images/generations"
 PRICE = 30_000  # micro-units per Seedream 4.0 image (0.03)
@@ -56,17 +56,6 @@ def _reset(emu: ArkEmulator) -> None:
 @pytest.fixture(scope="module")
 def client(gw: GatewayProcess) -> OpenAI:
     return OpenAI(base_url=gw.url + "/v1", api_key=gw.key(), max_retries=0)
-
-
-def fetch(url: str) -> Image.Image:
-    r = httpx.get(url)
-    assert r.status_code == 200, r.text
-    return Image.open(io.BytesIO(r.content))
-
-
-def decoded(b64: str | None) -> Image.Image:
-    assert b64
-    return Image.open(io.BytesIO(base64.b64decode(b64)))
 
 
 def sent(emu: ArkEmulator) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ the official ``openai`` client."""
 from __future__ import annotations
 
 import base64
-import io
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,13 +12,14 @@ import httpx2 as httpx
 import openai
 import pytest
 from openai import OpenAI
-from PIL import Image
 
 from imagegate.providers.bfl import BflAdapter
 from tests.conftest import StartGateway
 from tests.emulators.base import Failure, make_image
 from tests.emulators.bfl import BflEmulator
 from tests.harness import GatewayProcess, channel
+from tests.images import decode_image as decode
+from tests.images import fetch_image as fetch
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +50,6 @@ def _reset(emu: BflEmulator) -> None:
 @pytest.fixture(scope="module")
 def client(gw: GatewayProcess) -> OpenAI:
     return OpenAI(base_url=gw.url + "/v1", api_key=gw.key(), max_retries=0)
-
-
-def fetch(url: str) -> Image.Image:
-    r = httpx.get(url)
-    assert r.status_code == 200, r.text
-    return Image.open(io.BytesIO(r.content))
-
-
-def decode(b64: str) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(b64)))
 
 
 def submitted(emu: BflEmulator, i: int = 0) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,12 +11,13 @@ import httpx2 as httpx
 import openai
 import pytest
 from openai import OpenAI
-from PIL import Image
 
 from tests.conftest import StartGateway
 from tests.emulators.base import Failure, RecordedRequest, make_image
 from tests.emulators.dashscope import DashScopeEmulator
 from tests.harness import GatewayProcess, channel
+from tests.images import decode_image as decoded
+from tests.images import fetch_image as fetch
 
 T2I = "/api/v1/services/aigc/text2image/image-synthesis"
 TASKS = "/api/v1/tasks/"
@@ -52,17 +52,6 @@ def _reset(emu: DashScopeEmulator) -> None:
 @pytest.fixture(scope="module")
 def client(gw: GatewayProcess) -> OpenAI:
     return OpenAI(base_url=gw.url + "/v1", api_key=gw.key(), max_retries=0)
-
-
-def fetch(url: str) -> Image.Image:
-    r = httpx.get(url)
-    assert r.status_code == 200, r.text
-    return Image.open(io.BytesIO(r.content))
-
-
-def decoded(b64: str | None) -> Image.Image:
-    assert b64
-    return Image.open(io.BytesIO(base64.b64decode(b64)))
 
 
 def calls(emu: DashScopeEmulator, path: str) -> list[RecordedRequest]:

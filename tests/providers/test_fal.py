@@ -16,6 +16,7 @@ from tests.conftest import StartGateway
 from tests.emulators.base import Failure, RecordedRequest, make_image
 from tests.emulators.fal import FalEmulator
 from tests.harness import GatewayProcess, channel
+from tests.images import image_of
 
 MODELS = {"flux-dev": "fal-ai/flux/dev", "flux-pro": "fal-ai/flux-pro/v1.1",
           "flux-kontext-pro": "fal-ai/flux-pro/kontext", "flux-kontext-max": "fal-ai/flux-pro/kontext/max"}
@@ -58,10 +59,7 @@ def only_submit(emu: FalEmulator) -> RecordedRequest:
 
 
 def size_of(item: openai.types.Image) -> tuple[int, int]:
-    if item.b64_json:
-        return Image.open(io.BytesIO(base64.b64decode(item.b64_json))).size
-    assert item.url
-    return Image.open(io.BytesIO(httpx.get(item.url).content)).size
+    return image_of(item).size
 
 
 def error_of(exc: pytest.ExceptionInfo[openai.APIStatusError]) -> dict[str, object]:

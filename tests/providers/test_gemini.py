@@ -4,7 +4,6 @@ official ``openai`` client — plus the passthrough request builder the Gemini s
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +11,6 @@ import httpx2 as httpx
 import openai
 import pytest
 from openai import OpenAI
-from PIL import Image
 
 from imagegate.core.errors import ContentRefused, NoImageReturned
 from imagegate.core.job import Call, ImageJob, InputImage, NativeRequest
@@ -22,6 +20,8 @@ from tests.conftest import StartGateway
 from tests.emulators.base import Failure, make_image
 from tests.emulators.gemini import GeminiEmulator
 from tests.harness import GatewayProcess, channel
+from tests.images import decode_image as decode
+from tests.images import fetch_image as fetch
 
 MODELS = {"nano-banana": "gemini-2.5-flash-image", "nano-banana-hd": "gemini-3-pro-image-preview@4K",
           "nano-banana-2": "gemini-3-pro-image-preview"}
@@ -57,16 +57,6 @@ def _reset(emu: GeminiEmulator) -> None:
 @pytest.fixture(scope="module")
 def client(gw: GatewayProcess) -> OpenAI:
     return OpenAI(base_url=gw.url + "/v1", api_key=gw.key(), max_retries=0)
-
-
-def fetch(url: str) -> Image.Image:
-    r = httpx.get(url)
-    assert r.status_code == 200, r.text
-    return Image.open(io.BytesIO(r.content))
-
-
-def decode(b64: str) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(b64)))
 
 
 def sent(emu: GeminiEmulator, i: int = 0) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from tests.conftest import StartGateway
 from tests.emulators.base import Failure, make_image
 from tests.emulators.recraft import RecraftEmulator
 from tests.harness import GatewayProcess, channel
+from tests.images import fetch_image as fetch
 
 PATH = "/v1/images/generations"
 
@@ -49,12 +50,6 @@ def _reset(emu: RecraftEmulator) -> None:
 @pytest.fixture(scope="module")
 def client(gw: GatewayProcess) -> OpenAI:
     return OpenAI(base_url=gw.url + "/v1", api_key=gw.key(), max_retries=0)
-
-
-def fetch(url: str) -> Image.Image:
-    r = httpx.get(url)
-    assert r.status_code == 200, r.text
-    return Image.open(io.BytesIO(r.content))
 
 
 def sent(emu: RecraftEmulator) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ import base64
 import io
 from collections.abc import Iterator
 
-import httpx2 as httpx
 import openai
 import pytest
 from openai import OpenAI
@@ -17,6 +16,7 @@ from tests.conftest import StartGateway
 from tests.emulators.base import Failure, RecordedRequest, make_image
 from tests.emulators.replicate import NSFW_ERROR, ReplicateEmulator
 from tests.harness import GatewayProcess, channel
+from tests.images import image_of
 
 VERSION = "5599ed30703defd1d160a25a63321b4dec97101d98b4674bcc56e41f62f35637"
 MODELS = {"flux-dev": "black-forest-labs/flux-dev", "flux-schnell": "black-forest-labs/flux-schnell",
@@ -70,10 +70,7 @@ def polls(emu: ReplicateEmulator) -> list[RecordedRequest]:
 
 
 def size_of(item: openai.types.Image) -> tuple[int, int]:
-    if item.b64_json:
-        return Image.open(io.BytesIO(base64.b64decode(item.b64_json))).size
-    assert item.url
-    return Image.open(io.BytesIO(httpx.get(item.url).content)).size
+    return image_of(item).size
 
 
 def error_of(exc: pytest.ExceptionInfo[openai.APIStatusError]) -> dict[str, object]:
