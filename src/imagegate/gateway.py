@@ -101,13 +101,12 @@ def error_from_dict(d: dict[str, str]) -> ImagegateError:
     cls = getattr(errors, d.get("type", ""), errors.UpstreamError)
     if not (isinstance(cls, type) and issubclass(cls, ImagegateError)):
         cls = errors.UpstreamError
-    if cls is errors.ContentRefused:
-        return errors.ContentRefused(d["message"], reason=d.get("reason", "OTHER"), param=d.get("param"),
-                                     prompt_blocked=d.get("prompt_blocked") == "true", code=d.get("code"))
-    if cls is errors.NoImageReturned:
-        return errors.NoImageReturned(d["message"], reason=d.get("reason", "OTHER"), param=d.get("param"),
-                                      code=d.get("code"))
-    return cls(d["message"], param=d.get("param"), code=d.get("code"))
+    kw: dict[str, Any] = {"param": d.get("param"), "code": d.get("code")}
+    if issubclass(cls, errors.ContentRefused | errors.NoImageReturned):
+        kw["reason"] = d.get("reason", "OTHER")
+    if issubclass(cls, errors.ContentRefused):
+        kw["prompt_blocked"] = d.get("prompt_blocked") == "true"
+    return cls(d["message"], **kw)
 
 
 def _split(n: int, per_call: int) -> list[int]:
