@@ -725,7 +725,8 @@ def render(info: dict[str, Any]) -> str:
             "```", "",
             "The first run creates `bench/.venv-litellm` with `pip install " + LITELLM_SPEC + "` (git-ignored). "
             "Options: `--workers N` (both gateways), `--duration S` (per row), `--no-litellm`, `--no-profile`, "
-            "`--load-processes N`, `--doc PATH`, `--render-only results.json` (rewrite the doc only). Raw results: `bench/out/results.json`; server logs in `bench/out/`.",
+            "`--load-processes N`, `--doc PATH`, `--render-only results.json` (rewrite the doc only). "
+            "Raw results: `bench/out/results.json`; server logs in `bench/out/`.",
             "The pieces: `bench/upstream.py` (the scenario rides in the prompt, `bench:<small|large>-<latency ms>`, "
             "so one channel and one LiteLLM model entry serve all), `bench/load.py` (closed-loop aiohttp load "
             "generator), `bench/litellm/config.yaml`.", ""]
