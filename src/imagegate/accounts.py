@@ -8,6 +8,7 @@ clears the cache at once, one made elsewhere takes effect within ``ttl``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
@@ -121,12 +122,19 @@ async def find_key(session: AsyncSession, key_or_id: str) -> ApiKey | None:
 
 
 class KeyCache:
-    """Verifies bearer keys, with a short in-memory cache in front of the database."""
+    """Verifies bearer keys, with a short in-memory cache in front of the database.
+
+    Under load the same few keys arrive hundreds of times a second, so two things keep the
+    database out of the hot path: a key is looked up by one request at a time while the others
+    await that lookup (single flight), and a key in use is refreshed in the background shortly
+    before its entry expires, so a busy key never expires for everyone at once.
+    """
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], ttl: float = 5.0) -> None:
         self._sessions = sessions
         self._ttl = ttl
         self._cache: dict[str, tuple[float, Principal | str]] = {}
+        self._inflight: dict[str, asyncio.Future[Principal | str]] = {}
 
     async def authenticate(self, key: str | None) -> Principal:
         if not key:
@@ -135,18 +143,42 @@ class KeyCache:
         now = time.monotonic()
         hit = self._cache.get(digest)
         if hit is None or hit[0] < now:
-            found = await self._load(digest)
-            if len(self._cache) > 100_000:
-                self._cache.clear()
-            self._cache[digest] = (now + (self._ttl if isinstance(found, Principal) else 1.0), found)
+            found = await self._lookup(digest)
         else:
             found = hit[1]
+            if hit[0] - now < self._ttl / 5 and digest not in self._inflight:
+                self._refresh_ahead(digest)
         if isinstance(found, str):
             raise AuthenticationFailed(found)
         # Checked on every request, not only on a cache miss: expiry is exact to the second.
         if found.expires_at is not None and found.expires_at <= time.time():
             raise AuthenticationFailed("This API key has expired.")
         return found
+
+    def _start(self, digest: str) -> asyncio.Future[Principal | str]:
+        async def load() -> Principal | str:
+            try:
+                found = await self._load(digest)
+                if len(self._cache) > 100_000:
+                    self._cache.clear()
+                ttl = self._ttl if isinstance(found, Principal) else 1.0
+                self._cache[digest] = (time.monotonic() + ttl, found)
+                return found
+            finally:
+                self._inflight.pop(digest, None)
+
+        future = self._inflight[digest] = asyncio.ensure_future(load())
+        return future
+
+    async def _lookup(self, digest: str) -> Principal | str:
+        future = self._inflight.get(digest) or self._start(digest)
+        # Shielded: one caller giving up must not cancel the lookup the others await.
+        return await asyncio.shield(future)
+
+    def _refresh_ahead(self, digest: str) -> None:
+        future = self._start(digest)
+        # A failed background refresh is not anyone's error: the next miss looks up again.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def _load(self, digest: str) -> Principal | str:
         """The key's principal, or why it is refused."""

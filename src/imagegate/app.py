@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -48,11 +49,30 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+def keep_image_buffers_on_the_heap() -> None:
+    """Tell glibc to keep freed multi-megabyte buffers in the heap.
+
+    By default glibc serves every allocation over 128 KB with its own ``mmap`` and returns it to
+    the kernel when freed, so each image's buffers (the upstream body, the parsed base64, the
+    decoded bytes) are page-faulted in anew for every request. Raising the thresholds halved the
+    kernel time per 2 MB image in ``bench/`` (docs/benchmarks.md, scenario 2). No-op off glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+    mallopt(m_mmap_threshold, 64 * 2**20)
+    mallopt(m_trim_threshold, 256 * 2**20)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        keep_image_buffers_on_the_heap()
         state = await build_state(settings)
         app.state.ig = state
         app.state.store, app.state.signer = state.store, state.signer  # used by the files route

@@ -48,6 +48,8 @@ class ChannelConfig(_Strict):
     """Seconds a job may take on this channel, polling included, before it fails."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Provider-specific settings, validated by the adapter."""
+    proxy: str | None = None
+    """HTTP(S) proxy for this channel; default: from ``HTTPS_PROXY``/``NO_PROXY`` at start-up."""
 
 
 class PriceConfig(_Strict):

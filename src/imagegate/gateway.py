@@ -333,8 +333,10 @@ class Gateway:
             if img.data is not None:
                 data = img.data
             elif img.b64 is not None:
+                # Strip a data-URI prefix only when there is one: splitting copies megabytes.
+                b64 = img.b64.split(",", 1)[1] if img.b64.startswith("data:") else img.b64
                 try:
-                    data = base64.b64decode(img.b64.split(",", 1)[-1], validate=True)
+                    data = base64.b64decode(b64, validate=True)
                 except (binascii.Error, ValueError) as exc:
                     raise errors.UpstreamBadResponse("The upstream returned invalid base64.") from exc
             else:

@@ -70,9 +70,21 @@ def make_session(*, limit: int = 0) -> aiohttp.ClientSession:
         # Upstream JSON may come gzip-encoded; the bytes are bounded by the callers' own reads.
         auto_decompress=True,
         headers={"User-Agent": USER_AGENT},
-        # Operators reach upstreams through HTTPS_PROXY in locked-down networks.
-        trust_env=True,
+        # No ``trust_env``: with it aiohttp reads ~/.netrc and the proxy variables in a thread
+        # on every request. The proxy is resolved once per channel instead (``env_proxy``).
+        trust_env=False,
     )
+
+
+def env_proxy(url: str, env: Mapping[str, str]) -> str | None:
+    """The proxy the usual variables (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``, any case)
+    choose for ``url`` — decided once at start-up for each channel."""
+    lowered = {k.lower(): v for k, v in env.items() if v}
+    host = URL(url).host or ""
+    for pattern in (p.strip().lower() for p in lowered.get("no_proxy", "").split(",")):
+        if pattern == "*" or (pattern and (host == pattern.lstrip(".") or host.endswith("." + pattern.lstrip(".")))):
+            return None
+    return lowered.get(f"{URL(url).scheme}_proxy") or lowered.get("all_proxy")
 
 
 def is_public_address(addr: IPAddress) -> bool:

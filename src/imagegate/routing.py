@@ -17,6 +17,7 @@ from imagegate.config import ChannelConfig, ConfigError, Settings
 from imagegate.core.errors import InvalidRequest, ModelNotFound
 from imagegate.core.geometry import parse_ratio, parse_size
 from imagegate.core.job import ImageJob, ImageSource
+from imagegate.net import env_proxy
 from imagegate.providers.base import Adapter, ModelSpec
 from imagegate.providers.registry import ADAPTERS
 
@@ -49,7 +50,15 @@ def default_channels(settings: Settings, env: Mapping[str, str]) -> list[Channel
         ]
     if settings.local_model and "local" in ADAPTERS and not any(c.provider == "local" for c in channels):
         channels.append(ChannelConfig(name="local", provider="local"))
-    return channels
+    return [_with_proxy(c, env) for c in channels]
+
+
+def _with_proxy(channel: ChannelConfig, env: Mapping[str, str]) -> ChannelConfig:
+    adapter = ADAPTERS.get(channel.provider)
+    base = channel.base_url or (adapter.default_base_url if adapter else "")
+    if channel.proxy is not None or not base:
+        return channel
+    return channel.model_copy(update={"proxy": env_proxy(base, env)})
 
 
 class Router:

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from starlette.responses import Response
 
 from imagegate.accounts import create_account, create_key, find_key, parse_expiry
-from imagegate.api.deps import StateDep, app_state
+from imagegate.api.deps import StateDep, state_of
 from imagegate.api.render import json_response
 from imagegate.api.usage import Before, Limit, Since, money, usage_body
 from imagegate.billing.ledger import credit
@@ -31,7 +31,7 @@ from imagegate.state import AppState
 
 
 async def require_admin(request: Request) -> None:
-    token = app_state(request).settings.admin_token or ""
+    token = state_of(request).settings.admin_token or ""
     auth = request.headers.get("authorization", "")
     given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
     if not token or not secrets.compare_digest(given.encode(), token.encode()):

@@ -11,7 +11,12 @@ from imagegate.gateway import Gateway
 from imagegate.state import AppState
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
+    # ``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a hop per request.
+    return state_of(request)
+
+
+def state_of(request: Request) -> AppState:
     return cast(AppState, request.app.state.ig)
 
 
@@ -24,7 +29,7 @@ def api_key(request: Request) -> str | None:
 
 
 async def principal(request: Request) -> Principal:
-    state = app_state(request)
+    state = state_of(request)
     who = await state.keys.authenticate(api_key(request))
     await state.limiter.hit(who)
     return who
@@ -34,8 +39,8 @@ StateDep = Annotated[AppState, Depends(app_state)]
 PrincipalDep = Annotated[Principal, Depends(principal)]
 
 
-def gateway(request: Request) -> Gateway:
-    return app_state(request).gateway
+async def gateway(request: Request) -> Gateway:
+    return state_of(request).gateway
 
 
 GatewayDep = Annotated[Gateway, Depends(gateway)]

@@ -143,7 +143,7 @@ class Adapter(ABC):
         if json is not None:
             hdrs.setdefault("Content-Type", "application/json")
         async with upstream_errors(self.provider), self.http.request(
-            method, url, data=body, headers=hdrs,
+            method, url, data=body, headers=hdrs, proxy=self.channel.proxy,
             timeout=aiohttp.ClientTimeout(total=timeout or self.channel.timeout),
         ) as resp:
             reply = Reply(resp.status, await resp.read(), resp.headers.get("Content-Type", ""))
