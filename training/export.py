@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,11 @@ def export(model: ShapesDenoiser, out: Path, meta: dict[str, object] | None = No
     t = torch.tensor([0.3, 0.9])
     tok = torch.zeros(2, NUM_SLOTS, dtype=torch.int64)
     onnx_path = out / ONNX_NAME
-    with torch.no_grad():
+    # The TorchScript exporter (dynamo=False) is used on purpose: it needs only the
+    # `onnx` package (not onnxscript) and yields a plain opset-17 graph. Torch
+    # flags it as legacy; that notice is expected, so silence exactly it.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
         torch.onnx.export(
             model,
             (x, t, tok),

@@ -42,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=2600)
     ap.add_argument("--minutes", type=float, default=45.0, help="hard wall-clock cap")
+    ap.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        help="stop after this many steps while keeping the --steps LR schedule "
+        "(reproduces a run that the wall-clock cap stopped early)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=64)
@@ -95,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "meta.json").write_text(json.dumps(meta, indent=2))
 
     for step in range(args.steps):
+        if args.stop_at is not None and step >= args.stop_at:
+            stopped_early = True
+            break
         if time.time() - t0 > args.minutes * 60:
             stopped_early = True
             print(f"time cap hit at step {step}", flush=True)

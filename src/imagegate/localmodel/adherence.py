@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .vocab import COLORS, POSITIONS, SIZES, Caption
+from .vocab import COLORS, POSITIONS, SHAPES, SIZES, Caption, ObjectSpec
 
 _NAMES = list(COLORS)
 _PALETTE = np.asarray([COLORS[n] for n in _NAMES], np.float32)
@@ -26,7 +26,8 @@ _EXTENT = {"circle": 1.0, "square": 0.82, "triangle": 1.0, "star": 1.05, "ring":
 def palette_labels(img: npt.NDArray[np.uint8]) -> npt.NDArray[np.intp]:
     """Index of the nearest palette colour for every pixel (H x W)."""
     d = ((img.astype(np.float32)[:, :, None, :] - _PALETTE[None, None]) ** 2).sum(-1)
-    return np.argmin(d, axis=-1)
+    labels: npt.NDArray[np.intp] = np.argmin(d, axis=-1)
+    return labels
 
 
 @dataclass(frozen=True)
@@ -118,4 +119,37 @@ def check(img: npt.NDArray[np.uint8], cap: Caption) -> dict[str, bool]:
             out[attr] = all(
                 o.color in by_color and getattr(by_color[o.color], attr) == getattr(o, attr) for o in wanted
             )
+    return out
+
+
+# ---- fixed, deterministic evaluation prompt sets (tests and model card) ----
+
+_C = list(COLORS)
+_P = list(POSITIONS)
+
+
+def single_object(n: int, sizes: tuple[str, ...] = ("medium", "large")) -> list[tuple[Caption, int]]:
+    """``n`` (caption, seed) pairs cycling colour, background, position, shape and size."""
+    out = []
+    for i in range(n):
+        color = _C[i % len(_C)]
+        bg = _C[(i * 5 + 3) % len(_C)]
+        if bg == color:
+            bg = _C[(i * 5 + 4) % len(_C)]
+        obj = ObjectSpec(SHAPES[(i // 3) % len(SHAPES)], color, sizes[i % len(sizes)], _P[(i * 7) % len(_P)])
+        out.append((Caption((obj,), bg), 1000 + i))
+    return out
+
+
+def two_objects(n: int) -> list[tuple[Caption, int]]:
+    """Two coloured objects on distinct, well-separated anchors."""
+    pairs = [("left", "right"), ("top", "bottom"), ("top-left", "bottom-right"), ("top-right", "bottom-left")]
+    out = []
+    for i in range(n):
+        c1, c2 = _C[i % len(_C)], _C[(i + 4) % len(_C)]
+        bg = next(c for c in _C[(i * 5 + 1) % len(_C) :] + _C if c not in (c1, c2))
+        p1, p2 = pairs[i % len(pairs)]
+        o1 = ObjectSpec(SHAPES[i % 5], c1, "medium", p1)
+        o2 = ObjectSpec(SHAPES[(i + 2) % 5], c2, "medium", p2)
+        out.append((Caption((o1, o2), bg), 2000 + i))
     return out
