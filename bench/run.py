@@ -1,6 +1,6 @@
 """Gateway overhead benchmark: direct upstream vs imagegate vs LiteLLM's proxy, side by side.
 
-    python bench/run.py            # full run (~12 min), rewrites docs/benchmarks.md
+    python bench/run.py            # full run (~8 min on 2 cores), rewrites docs/benchmarks.md
     python bench/run.py --quick    # smoke run (a few seconds per row), writes bench/out/benchmarks.md
 
 Starts on 127.0.0.1: the bench upstream (``bench/upstream.py``), imagegate (``python -m
@@ -742,7 +742,7 @@ def render(info: dict[str, Any]) -> str:
     out += ["## Reproduce", "",
             "```sh",
             "pip install -e '.[bench]'          # py-spy; the load generator and upstream use aiohttp",
-            "python bench/run.py               # ~12 min; rewrites docs/benchmarks.md",
+            "python bench/run.py               # ~8 min; rewrites docs/benchmarks.md",
             "python bench/run.py --quick       # smoke run; writes bench/out/benchmarks.md",
             "```", "",
             "The first run creates `bench/.venv-litellm` with `pip install " + LITELLM_SPEC + "` (git-ignored). "
@@ -825,13 +825,17 @@ def other_benchmarks() -> list[str]:
     out = ["## Other benchmarks", "",
            "- Async task submissions and completion lag (issue #4): `bench/tasks.py` → "
            "[`bench/results/tasks.md`](../bench/results/tasks.md).",
-           "- The embedded `imagegate-shapes` model's throughput (issue #8): `bench/localmodel.py`, and its model "
-           "card [`docs/models/imagegate-shapes.md`](models/imagegate-shapes.md)."]
+           "- The embedded `imagegate-shapes` model's throughput (issue #8): `bench/localmodel.py` (prints a "
+           "table; save it as `bench/results/localmodel.md`), the model card "
+           "[`docs/models/imagegate-shapes.md`](models/imagegate-shapes.md) and [`docs/models.md`](models.md).",
+           "- This file is regenerated: every `bench/results/*.md` is copied into this section each time, and only "
+           "the hand-written part at the top is kept — put other benchmarks' tables in `bench/results/`, "
+           "not below."]
     found = sorted((BENCH / "results").glob("*.md"))
     if not found:
         out += ["", "(No results from them yet when this file was generated.)"]
     for path in found:
-        text = re.sub(r"^(#+)", r"##\1", path.read_text().strip(), flags=re.M)  # nest headings here
+        text = re.sub(r"^(#+)", r"###\1", path.read_text().strip(), flags=re.M)  # nest headings here
         out += ["", f"### From `bench/results/{path.name}`", "", text]
     return [*out, ""]
 
