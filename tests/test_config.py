@@ -90,3 +90,36 @@ def test_serve_refuses_bad_configuration_at_start_up(tmp_path: Path, data: objec
     out = serve(tmp_path, data)
     assert out.returncode == 2, out.stderr
     assert named in out.stderr and "Traceback" not in out.stderr
+
+
+def test_public_url_follows_the_served_port_unless_configured(tmp_path: Path) -> None:
+    import time
+    import urllib.request
+
+    from tests.harness import free_port
+
+    port = free_port()
+    path = write(tmp_path, {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
+                            "storage_url": f"file://{tmp_path / 'img'}"})
+    proc = subprocess.Popen([sys.executable, "-m", "imagegate", "--config", path, "serve", "--port", str(port)],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        key = subprocess.run([sys.executable, "-m", "imagegate", "--config", path, "keys", "create", "--name", "k"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=60).stdout.strip().splitlines()[-1]
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/images/generations", method="POST",
+            data=b'{"model": "imagegate-shapes", "prompt": "a red circle", "size": "64x64"}',
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        import json
+
+        url = json.loads(urllib.request.urlopen(req, timeout=30).read())["data"][0]["url"]
+        assert url.startswith(f"http://127.0.0.1:{port}/files/")
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -27,14 +27,16 @@ class BodyLimit:
         self.app = app
         self.limit = limit
 
+    def too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"Request body is larger than {self.limit // 2**20} MB.")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = PayloadTooLarge(f"Request body is larger than {self.limit // 2**20} MB.")
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await json_response(too_large.to_openai(), status=413)(scope, receive, send)
+                await json_response(self.too_large().to_openai(), status=413)(scope, receive, send)
                 return
         seen = 0
 
@@ -43,7 +45,7 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise too_large
+                raise self.too_large()
             return message
 
         await self.app(scope, counted, send)

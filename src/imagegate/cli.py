@@ -183,6 +183,11 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
     open_store(settings.storage_url, public_url=settings.public_url, secret=b"-")  # creates the directory
     if args.config:  # worker processes load the same file
         os.environ["IMAGEGATE_CONFIG"] = os.path.abspath(args.config)
+    if "public_url" not in settings.model_fields_set:
+        # Image URLs must point where this server listens; behind a proxy, set public_url.
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+        settings.public_url = f"http://{host}:{args.port}"
+        os.environ["IMAGEGATE_PUBLIC_URL"] = settings.public_url
     print(f"imagegate listening on http://{args.host}:{args.port} (public URL {settings.public_url})",
           flush=True)
     uvicorn.run("imagegate.app:create_app", factory=True, host=args.host, port=args.port,

@@ -181,6 +181,8 @@ def load_settings(path: str | None = None, env: Mapping[str, str] | None = None)
             raise ConfigError(f"config file {file} must hold a mapping of keys")
     raw = interpolate(raw, env)
     raw.setdefault("admin_token", env.get("IMAGEGATE_ADMIN_TOKEN") or None)
+    if env.get("IMAGEGATE_PUBLIC_URL"):  # set by ``serve`` from --host/--port when the file has none
+        raw.setdefault("public_url", env["IMAGEGATE_PUBLIC_URL"])
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:

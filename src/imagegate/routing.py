@@ -119,6 +119,8 @@ def prompt_urls_as_images(job: ImageJob) -> ImageJob:
 
 
 def _ordered(routes: list[Route]) -> list[Route]:
+    if len(routes) == 1:  # the common case: no draw to make
+        return routes
     out: list[Route] = []
     for priority in sorted({r.channel.priority for r in routes}):
         group = [r for r in routes if r.channel.priority == priority]
