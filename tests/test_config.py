@@ -3,8 +3,11 @@ channels enabled from the environment when there is no file."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ import yaml
 
 from imagegate.config import ConfigError, load_settings
 from imagegate.routing import default_channels
+from tests.harness import free_port
 
 
 def write(tmp_path: Path, data: object) -> str:
@@ -93,11 +97,6 @@ def test_serve_refuses_bad_configuration_at_start_up(tmp_path: Path, data: objec
 
 
 def test_public_url_follows_the_served_port_unless_configured(tmp_path: Path) -> None:
-    import time
-    import urllib.request
-
-    from tests.harness import free_port
-
     port = free_port()
     path = write(tmp_path, {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
                             "storage_url": f"file://{tmp_path / 'img'}"})
@@ -116,8 +115,6 @@ def test_public_url_follows_the_served_port_unless_configured(tmp_path: Path) ->
             f"http://127.0.0.1:{port}/v1/images/generations", method="POST",
             data=b'{"model": "imagegate-shapes", "prompt": "a red circle", "size": "64x64"}',
             headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-        import json
-
         url = json.loads(urllib.request.urlopen(req, timeout=30).read())["data"][0]["url"]
         assert url.startswith(f"http://127.0.0.1:{port}/files/")
     finally:
