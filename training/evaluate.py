@@ -69,11 +69,11 @@ def _table(engine: ShapesEngine, name: str, cases: list[tuple[Caption, int]]) ->
 
 def grid(engine: ShapesEngine, path: Path, cell: int = 128) -> None:
     seeds = [1, 2, 3, 4]
-    label_w = 430
+    label_w = 300
     img = Image.new("RGB", (label_w + cell * len(seeds), cell * len(GRID_PROMPTS)), "white")
     draw = ImageDraw.Draw(img)
     for r, prompt in enumerate(GRID_PROMPTS):
-        draw.multiline_text((6, r * cell + 8), _wrap(prompt, 52), fill="black", spacing=3)
+        draw.multiline_text((6, r * cell + 8), _wrap(prompt, 40), fill="black", spacing=3)
         for c, seed in enumerate(seeds):
             out = engine.generate_sync(LocalRequest(prompt, seed=seed))[0]
             img.paste(Image.fromarray(upscale(out, cell, cell)), (label_w + c * cell, r * cell))
