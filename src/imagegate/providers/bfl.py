@@ -137,7 +137,6 @@ class BflAdapter(Adapter):
         return _rules(upstream_model).spec
 
     def check(self, job: ImageJob, upstream_model: str) -> None:
-        requested_ratio(job.size, job.aspect_ratio)  # raises on a malformed size or ratio
         if job.output_format not in (None, "png", "jpeg"):
             raise InvalidRequest(f"{job.model} makes png or jpeg images, not {job.output_format}.",
                                  param="output_format")

@@ -102,7 +102,6 @@ class FalAdapter(Adapter):
         if job.output_format and job.output_format.lower() not in _FORMATS:
             raise InvalidRequest(f"output_format {job.output_format!r} is not one of png, jpeg for {job.model}.",
                                  param="output_format")
-        requested_ratio(job.size, job.aspect_ratio)  # a malformed size or ratio is a 400 now
 
     @property
     def _headers(self) -> dict[str, str]:

@@ -202,7 +202,6 @@ class GeminiAdapter(Adapter):
         return _rules(upstream_model).spec
 
     def check(self, job: ImageJob, upstream_model: str) -> None:
-        requested_ratio(job.size, job.aspect_ratio)  # raises on a malformed size or ratio
         sizes = _rules(upstream_model).sizes
         if job.image_size is not None and job.image_size not in sizes:
             raise InvalidRequest(

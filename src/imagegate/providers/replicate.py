@@ -126,7 +126,6 @@ class ReplicateAdapter(Adapter):
         if fmt and formats is not None and fmt not in formats:
             raise InvalidRequest(f"output_format {job.output_format!r} is not one of {sorted(formats)} for "
                                  f"{job.model}.", param="output_format")
-        requested_ratio(job.size, job.aspect_ratio)  # a malformed size or ratio is a 400 now
 
     @property
     def _auth(self) -> dict[str, str]:
