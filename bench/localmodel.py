@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import time
+from pathlib import Path
 
 from imagegate.localmodel import LocalRequest, ShapesEngine
 
@@ -45,14 +46,24 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "localmodel.md",
+                    help="also write the table here (bench/run.py copies it into docs/benchmarks.md)")
     args = ap.parse_args()
-    print(f"cpu cores: {os.cpu_count()}, steps: {args.steps}, rounds: {args.rounds}")
-    print("| concurrent requests | batching | images/s | mean round latency (s) |")
-    print("| --- | --- | --- | --- |")
+    lines = [
+        f"Embedded model throughput (`python bench/localmodel.py`): {os.cpu_count()} CPU cores, "
+        f"{args.steps} sampling steps, {args.rounds} rounds per row, one engine worker.",
+        "",
+        "| concurrent requests | batching | images/s | mean round latency (s) |",
+        "| --- | --- | --- | --- |",
+    ]
+    print("\n".join(lines), flush=True)
     for c in (1, 4, 16):
         for batching in (True, False):
             ips, lat = asyncio.run(measure(batching, c, args.rounds, args.steps))
-            print(f"| {c} | {'on' if batching else 'off'} | {ips:.1f} | {lat:.2f} |", flush=True)
+            lines.append(f"| {c} | {'on' if batching else 'off'} | {ips:.1f} | {lat:.2f} |")
+            print(lines[-1], flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
     return 0
 
 

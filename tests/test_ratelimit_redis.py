@@ -1,0 +1,44 @@
+"""Per-key limits shared by several gateway processes through Redis (``redis_url``). Skipped
+where no Redis answers on 127.0.0.1:6379 (a user's fresh machine has none; CI's has one)."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import pytest
+
+from imagegate.accounts import Principal
+from imagegate.core.errors import RateLimited
+from imagegate.ratelimit import RateLimiter
+
+REDIS = "redis://127.0.0.1:6379"
+
+
+@pytest.fixture(autouse=True)
+def _redis() -> None:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError as exc:
+        pytest.skip(f"no Redis at 127.0.0.1:6379 ({exc})")
+
+
+async def test_two_processes_share_one_window() -> None:
+    first, second = RateLimiter(REDIS), RateLimiter(REDIS)  # two processes' limiters
+    who = Principal(f"key_{uuid.uuid4().hex}", "acct", None, 3, True, None)
+    await first.hit(who)
+    await second.hit(who)
+    await first.hit(who)
+    with pytest.raises(RateLimited) as exc:
+        await second.hit(who)
+    assert exc.value.retry_after >= 1
+
+
+async def test_keys_have_their_own_windows() -> None:
+    limiter = RateLimiter(REDIS)
+    a = Principal(f"key_{uuid.uuid4().hex}", "acct", None, 1, True, None)
+    b = Principal(f"key_{uuid.uuid4().hex}", "acct", None, 1, True, None)
+    await limiter.hit(a)
+    await limiter.hit(b)
+    with pytest.raises(RateLimited):
+        await limiter.hit(a)
