@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -23,8 +24,21 @@ def _redis() -> None:
         pytest.skip(f"no Redis at 127.0.0.1:6379 ({exc})")
 
 
-async def test_two_processes_share_one_window() -> None:
-    first, second = RateLimiter(REDIS), RateLimiter(REDIS)  # two processes' limiters
+@pytest.fixture
+def limiter() -> Iterator[Callable[[], RateLimiter]]:
+    made: list[RateLimiter] = []
+
+    def make() -> RateLimiter:
+        made.append(RateLimiter(REDIS))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.close()
+
+
+async def test_two_processes_share_one_window(limiter: Callable[[], RateLimiter]) -> None:
+    first, second = limiter(), limiter()  # two processes' limiters
     who = Principal(f"key_{uuid.uuid4().hex}", "acct", None, 3, True, None)
     await first.hit(who)
     await second.hit(who)
@@ -34,11 +48,11 @@ async def test_two_processes_share_one_window() -> None:
     assert exc.value.retry_after >= 1
 
 
-async def test_keys_have_their_own_windows() -> None:
-    limiter = RateLimiter(REDIS)
+async def test_keys_have_their_own_windows(limiter: Callable[[], RateLimiter]) -> None:
+    shared = limiter()
     a = Principal(f"key_{uuid.uuid4().hex}", "acct", None, 1, True, None)
     b = Principal(f"key_{uuid.uuid4().hex}", "acct", None, 1, True, None)
-    await limiter.hit(a)
-    await limiter.hit(b)
+    await shared.hit(a)
+    await shared.hit(b)
     with pytest.raises(RateLimited):
-        await limiter.hit(a)
+        await shared.hit(a)

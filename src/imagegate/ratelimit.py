@@ -21,8 +21,8 @@ class RateLimiter:
     """Counts requests per API key; ``hit`` raises ``RateLimited`` (429 + ``Retry-After``)."""
 
     def __init__(self, redis_url: str | None = None) -> None:
-        backend = storage.storage_from_string(f"async+{redis_url}" if redis_url else "async+memory://")
-        self._window = strategies.MovingWindowRateLimiter(backend)
+        self._backend = storage.storage_from_string(f"async+{redis_url}" if redis_url else "async+memory://")
+        self._window = strategies.MovingWindowRateLimiter(self._backend)
         self._items: dict[int, RateLimitItemPerMinute] = {}
 
     async def hit(self, who: Principal) -> None:
@@ -36,3 +36,11 @@ class RateLimiter:
         wait = max(1, math.ceil(stats.reset_time - time.time()))
         raise RateLimited(f"Rate limit reached for this API key: {who.rpm} requests per minute. "
                           f"Try again in {wait} s.", retry_after=min(wait, 60))
+
+    def close(self) -> None:
+        """Drop the Redis connections (``limits`` offers no close of its own; the memory backend
+        has nothing to close)."""
+        client = getattr(getattr(self._backend, "bridge", None), "storage", None)
+        pool = getattr(client, "connection_pool", None)
+        if pool is not None:
+            pool.disconnect()

@@ -57,6 +57,7 @@ class AppState:
         await self.usage_log.stop()
         await self.http.close()
         await self.safe.aclose()
+        self.limiter.close()
         await self.engine.dispose()
 
 
