@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -25,7 +25,8 @@ def _redis() -> None:
 
 
 @pytest.fixture
-def limiter() -> Iterator[Callable[[], RateLimiter]]:
+async def limiter() -> AsyncIterator[Callable[[], RateLimiter]]:
+    """Limiters closed while the test's event loop still runs (their sockets belong to it)."""
     made: list[RateLimiter] = []
 
     def make() -> RateLimiter:
