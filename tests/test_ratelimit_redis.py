@@ -7,11 +7,13 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 
+import httpx2 as httpx
 import pytest
 
 from imagegate.accounts import Principal
 from imagegate.core.errors import RateLimited
 from imagegate.ratelimit import RateLimiter
+from tests.conftest import StartGateway
 
 REDIS = "redis://127.0.0.1:6379"
 
@@ -57,3 +59,13 @@ async def test_keys_have_their_own_windows(limiter: Callable[[], RateLimiter]) -
     await shared.hit(b)
     with pytest.raises(RateLimited):
         await shared.hit(a)
+
+
+def test_a_gateway_with_two_workers_counts_once(gateway_factory: StartGateway) -> None:
+    gw = gateway_factory({"redis_url": REDIS}, workers=2)  # the embedded model, no upstream needed
+    key = gw.key(rpm=4)
+    statuses = []
+    with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {key}"}) as client:
+        for _ in range(8):  # new connections: uvicorn spreads them over both workers
+            statuses.append(client.get("/v1/models", headers={"Connection": "close"}).status_code)
+    assert statuses.count(200) == 4 and statuses.count(429) == 4
