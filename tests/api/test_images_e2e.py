@@ -3,6 +3,7 @@ and the official ``openai`` client."""
 
 from __future__ import annotations
 
+import base64
 import struct
 import zlib
 from collections.abc import Iterator
@@ -77,6 +78,18 @@ def test_generate_b64_json_passes_the_upstream_image_through(client: OpenAI, emu
     sent = emu.calls[-1].json
     # GPT image models always answer base64 and refuse response_format: the gateway must not send it.
     assert "response_format" not in sent and sent["output_format"] == "webp"
+
+
+def test_url_format_decodes_plain_and_data_uri_base64(client: OpenAI, emu: OpenAIEmulator) -> None:
+    png = make_image(96, 64)
+    for b64 in (base64.b64encode(png).decode(), "data:image/png;base64," + base64.b64encode(png).decode()):
+        emu.fail(status=200, body={"created": 1, "data": [{"b64_json": b64}]})
+        r = client.images.generate(model="gpt-image-1", prompt="x", response_format="url")
+        assert httpx.get(r.data[0].url or "").content == png
+    emu.fail(status=200, body={"created": 1, "data": [{"b64_json": "not base64 at all!"}]})
+    with pytest.raises(openai.APIStatusError) as exc:
+        client.images.generate(model="gpt-image-1", prompt="x", response_format="url")
+    assert exc.value.status_code == 502
 
 
 def test_dalle3_n_is_fanned_out_as_parallel_calls(client: OpenAI, emu: OpenAIEmulator) -> None:
