@@ -4,8 +4,8 @@ Every request body is checked in three steps, and the first violation is refused
 OpenAI's error shape naming the field:
 
 1. no parameter outside the spec's schema (the real API answers `unknown_parameter`);
-2. the official OpenAPI schema (`CreateImageRequest`, `CreateImageEditRequest` for multipart,
-   `EditImageBodyJsonParam` for JSON edits) from `shared/specs/openai-openapi.yaml`;
+2. the schema of the official OpenAPI spec (`CreateImageRequest`, `CreateImageEditRequest` for
+   multipart, `EditImageBodyJsonParam` for JSON edits), as written down in `openai_schemas.py`;
 3. the per-model rules the spec states only in prose (sizes, qualities, prompt length, `n` for
    dall-e-3, GPT-only and dall-e-only parameters, the input images and the mask of an edit).
 
@@ -26,18 +26,15 @@ import uuid
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
 from aiohttp import web
 from jsonschema.exceptions import ValidationError, best_match
 from openapi_schema_validator import OAS31Validator
 from PIL import Image, UnidentifiedImageError
 
 from tests.emulators.base import Emulator, Failure, UploadedFile, make_image
-
-SPEC_PATH = Path(__file__).resolve().parents[2].parent / "shared" / "specs" / "openai-openapi.yaml"
+from tests.emulators.openai_schemas import SCHEMAS
 
 _MB = 1024**2
 
@@ -101,26 +98,9 @@ class ApiError(Exception):
 # -- the spec ------------------------------------------------------------------------------------
 
 
-@functools.cache
 def spec_schemas() -> dict[str, Any]:
-    """`components/schemas` of the official spec, parsed once per process."""
-    with SPEC_PATH.open("rb") as f:
-        spec = yaml.load(f, Loader=yaml.CSafeLoader)
-    return {name: _honour_nullable(schema) for name, schema in spec["components"]["schemas"].items()}
-
-
-def _honour_nullable(node: Any) -> Any:
-    # The 3.1 spec still marks many fields `nullable: true`, a 3.0 keyword that 3.1 validators
-    # ignore; the spec means null is accepted, so spell it the 3.1 way.
-    if isinstance(node, list):
-        return [_honour_nullable(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    node = {key: _honour_nullable(value) for key, value in node.items() if key != "x-oaiMeta"}
-    if node.get("nullable") is True:
-        del node["nullable"]
-        return {"anyOf": [node, {"type": "null"}]}
-    return node
+    """The spec's `components/schemas` the emulators use, written from its facts (`openai_schemas.py`)."""
+    return SCHEMAS
 
 
 @functools.cache
@@ -406,10 +386,6 @@ def _openai_errors(route: Route) -> Route:
 
 class OpenAIEmulator(Emulator):
     """OpenAI's Images API, strict about the official spec."""
-
-    def __init__(self, api_key: str = "test-upstream-key") -> None:
-        super().__init__(api_key)
-        spec_schemas()  # parse the spec now, in the test thread, not on the first request
 
     def routes(self) -> list[web.RouteDef]:
         return [
