@@ -16,9 +16,11 @@ from imagegate.net import (
     AddressPolicy,
     AddressRefused,
     FilteringResolver,
+    PostAnswer,
     SafeClient,
     is_public_address,
     make_session,
+    retry_after_seconds,
 )
 
 BODY = bytes(range(256)) * 4  # 1 KiB
@@ -336,14 +338,21 @@ async def test_fetch_refuses_other_schemes(clients: list[SafeClient], url: str) 
 
 async def test_post_returns_status(origin: Origin, clients: list[SafeClient]) -> None:
     safe = client(clients, ["127.0.0.1"])
-    status = await safe.post(f"{origin.base}/hook", b'{"ok":true}', {"Content-Type": "application/json"})
-    assert status == 204
+    answer = await safe.post(f"{origin.base}/hook", b'{"ok":true}', {"Content-Type": "application/json"})
+    assert answer == PostAnswer(204, None)
     assert origin.hooks == [b'{"ok":true}']
+
+
+def test_retry_after_is_read_as_seconds_or_a_date() -> None:
+    assert retry_after_seconds("120") == 120.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
+    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
 
 
 async def test_post_does_not_follow_redirects(origin: Origin, clients: list[SafeClient]) -> None:
     safe = client(clients, ["127.0.0.1"])
-    assert await safe.post(f"{origin.base}/hook-moved", b"{}", {}) == 307
+    assert (await safe.post(f"{origin.base}/hook-moved", b"{}", {})).status == 307
     assert origin.hooks == []
 
 

@@ -135,7 +135,8 @@ def test_open_store_absolute(tmp_path: Path) -> None:
     assert isinstance(store, LocalBlobStore) and store.root == tmp_path / "images"
 
 
-@pytest.mark.parametrize("url", ["s3://bucket/prefix", "./data/images", "file://", "http://example.com/x"])
+@pytest.mark.parametrize("url", ["s3://", "s3://Not_A_Bucket/x", "s3://bucket/../x", "gs://bucket/prefix",
+                                 "./data/images", "file://", "http://example.com/x"])
 def test_open_store_refuses_other_urls(url: str) -> None:
     with pytest.raises(ValueError, match="storage_url"):
         open_store(url, public_url="http://x", secret=SECRET)

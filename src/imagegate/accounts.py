@@ -2,8 +2,9 @@
 
 Keys are 32 random bytes shown once; the database keeps their SHA-256 (a key is high-entropy, so
 a fast hash is the right one) and a short prefix for display. Authentication is on the hot path,
-so verified keys are cached in memory for a few seconds; a revocation made in this process
-clears the cache at once, one made elsewhere takes effect within ``ttl``.
+so verified keys are cached in memory; a revocation anywhere bumps the ``keys`` change counter,
+which every process watches (``epochs``), so it takes effect everywhere within a fraction of a
+second with no database read per request.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from imagegate import epochs
 from imagegate.core.errors import AuthenticationFailed, PermissionDenied
-from imagegate.db.models import Account, ApiKey
+from imagegate.db.models import Account, ApiKey, Hold
 
 KEY_PREFIX = "ig-"
 
@@ -114,6 +116,45 @@ async def create_key(session: AsyncSession, *, name: str, models: list[str] | No
                  webhook_secret=new_webhook_secret(), created_at=time.time())
     session.add(row)
     return NewKey(row.id, account_id, key, row.webhook_secret)
+
+
+async def revoke_key(session: AsyncSession, key: ApiKey) -> None:
+    """Revoke ``key`` in ``session``'s transaction; every process's key cache forgets it within
+    ``cache_check_interval`` (``epochs``)."""
+    if key.revoked_at is None:
+        key.revoked_at = time.time()
+        await epochs.bump(session, epochs.KEYS)
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    """An account as listings show it: ``held`` is the sum of its open holds (micro-units)."""
+
+    id: str
+    name: str
+    balance: int
+    held: int
+    unlimited: bool
+    created_at: float
+
+
+async def list_accounts(session: AsyncSession, *, limit: int | None = None, offset: int = 0) -> list[AccountRow]:
+    """Accounts, oldest first, with what their open holds set aside."""
+    held = (select(Hold.account_id, func.sum(Hold.amount).label("held"))
+            .where(Hold.settled.is_(False)).group_by(Hold.account_id).subquery())
+    stmt = (select(Account, func.coalesce(held.c.held, 0))
+            .outerjoin(held, held.c.account_id == Account.id)
+            .order_by(Account.created_at, Account.id).limit(limit).offset(offset))
+    return [AccountRow(a.id, a.name, a.balance, int(h), a.unlimited, a.created_at)
+            for a, h in (await session.execute(stmt)).all()]
+
+
+async def list_keys(session: AsyncSession, *, account_id: str | None = None) -> list[ApiKey]:
+    """Keys, oldest first (of one account, when given)."""
+    stmt = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+    if account_id is not None:
+        stmt = stmt.where(ApiKey.account_id == account_id)
+    return list((await session.execute(stmt)).scalars())
 
 
 async def find_key(session: AsyncSession, key_or_id: str) -> ApiKey | None:

@@ -11,11 +11,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate import __version__
-from imagegate.api import admin, chat, errors, files, gemini, images, models, tasks, usage
+from imagegate.api import admin, chat, docs, errors, files, gemini, images, models, tasks, usage
+from imagegate.api.idempotency import IdempotencyMiddleware
 from imagegate.api.render import json_response
 from imagegate.config import Settings, load_settings
 from imagegate.core.errors import PayloadTooLarge
 from imagegate.state import build_state
+from imagegate.storage.retention import image_sweeper
 from imagegate.tasks.worker import TaskRunner
 
 
@@ -80,21 +82,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store, app.state.signer = state.store, state.signer  # used by the files route
         runner = TaskRunner(state)  # async tasks: workers, reaper, webhook outbox
         runner.start()
+        sweeper = image_sweeper(state.store, state.sessions, settings.storage)  # image retention
+        if sweeper is not None:
+            sweeper.start()
         try:
             yield
         finally:
+            if sweeper is not None:
+                await sweeper.stop()
             await runner.stop()
             await state.aclose()
 
-    app = FastAPI(title="imagegate", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="imagegate", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="One DALL·E-style API in front of many image-generation upstreams.")
     errors.install(app)
+    docs.install(app)  # /docs and /redoc without a CDN; security and error shapes in /openapi.json
     for module in (images, models, files, usage, tasks, chat, gemini):
         app.include_router(module.router)
     if settings.admin_token:  # no token, no admin API: /admin/ paths are plain 404s
         app.include_router(admin.router)
 
-    @app.get("/healthz", tags=["health"], summary="Liveness and database check")
+    @app.get("/healthz", tags=["health"], summary="Liveness and database check", openapi_extra={"security": []})
     async def healthz() -> Response:
         from sqlalchemy import text
 
@@ -102,5 +110,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await conn.execute(text("SELECT 1"))
         return json_response({"status": "ok", "version": __version__})
 
-    app.add_middleware(BodyLimit, limit=settings.limits.max_body_bytes)
+    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(BodyLimit, limit=settings.limits.max_body_bytes)  # outermost: limits every body
     return app

@@ -4,34 +4,46 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import importlib.metadata
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from imagegate.accounts import create_account, create_key, find_key, parse_expiry
+from imagegate import __version__
+from imagegate.accounts import create_account, create_key, find_key, list_accounts, list_keys, parse_expiry, revoke_key
 from imagegate.config import ConfigError, Settings, load_settings
-from imagegate.db.models import ApiKey
+
+if TYPE_CHECKING:
+    from imagegate.routing import Router
 
 Handler = Callable[[Settings, argparse.Namespace], Awaitable[None]]
 
 
+@contextlib.asynccontextmanager
+async def _transaction(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """A session in one transaction on the configured database, migrated first."""
+    from imagegate.db.migrate import upgrade
+    from imagegate.db.session import make_engine, make_sessionmaker
+
+    await asyncio.to_thread(upgrade, settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            yield session
+    finally:
+        await engine.dispose()
+
+
 def _with_db(fn: Callable[[AsyncSession, argparse.Namespace], Awaitable[None]]) -> Handler:
     async def run(settings: Settings, args: argparse.Namespace) -> None:
-        from imagegate.db.migrate import upgrade
-        from imagegate.db.session import make_engine, make_sessionmaker
-
-        await asyncio.to_thread(upgrade, settings.database_url)
-        engine = make_engine(settings.database_url)
-        try:
-            async with make_sessionmaker(engine).begin() as session:
-                await fn(session, args)
-        finally:
-            await engine.dispose()
+        async with _transaction(settings) as session:
+            await fn(session, args)
 
     return run
 
@@ -57,6 +69,30 @@ def _when(ts: float | None) -> str:
     import datetime
 
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ") if ts else "-"
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Left-aligned columns two spaces apart, for every ``list`` command. The header is bold on
+    a terminal (unless ``NO_COLOR`` is set); piped output is plain text."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in [list(header), *cells]) for i in range(len(header))]
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+
+    top = line(header)
+    if sys.stdout.isatty() and not os.environ.get("NO_COLOR"):
+        top = f"\x1b[1m{top}\x1b[0m"
+    print(top)
+    for row in cells:
+        print(line(row))
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("imagegate")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return __version__
 
 
 @_with_db
@@ -114,13 +150,35 @@ async def accounts_show(settings: Settings, args: argparse.Namespace) -> None:
 
 
 @_with_db
-async def keys_create(session: AsyncSession, args: argparse.Namespace) -> None:
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    try:
-        new = await create_key(session, name=args.name, models=models, account_id=args.account, rpm=args.rpm,
-                               expires_at=args.expires)
-    except (LookupError, ValueError) as exc:
-        raise SystemExit(str(exc).strip("'\"")) from None
+async def accounts_list(session: AsyncSession, args: argparse.Namespace) -> None:
+    from imagegate.billing.prices import from_micro
+
+    print_table(["id", "name", "balance", "held", "unlimited"],
+                [[a.id, a.name, from_micro(a.balance), from_micro(a.held), "yes" if a.unlimited else "no"]
+                 for a in await list_accounts(session)])
+
+
+async def served_models(settings: Settings) -> list[str]:
+    """The public model names ``serve`` would answer for, from the same configuration."""
+    return sorted((await build_router(settings)).models())
+
+
+async def keys_create(settings: Settings, args: argparse.Namespace) -> None:
+    """Refuses an allow-list naming a model this gateway does not serve (a typo would make a key
+    that can never use it), then creates the key."""
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models is not None else None
+    if models is not None:
+        served = await served_models(settings)
+        unknown = sorted({m for m in models if m not in served})
+        if unknown:
+            raise SystemExit(f"imagegate: --models: not served here: {', '.join(unknown)}; "
+                             f"this gateway serves: {', '.join(served)}")
+    async with _transaction(settings) as session:
+        try:
+            new = await create_key(session, name=args.name, models=models, account_id=args.account, rpm=args.rpm,
+                                   expires_at=args.expires)
+        except (LookupError, ValueError) as exc:
+            raise SystemExit(str(exc).strip("'\"")) from None
     print(f"key id: {new.id}")
     print(f"account: {new.account_id}")
     print(f"expires: {_when(args.expires) if args.expires else 'never'}")
@@ -130,14 +188,14 @@ async def keys_create(session: AsyncSession, args: argparse.Namespace) -> None:
 
 @_with_db
 async def keys_list(session: AsyncSession, args: argparse.Namespace) -> None:
-    rows = (await session.execute(select(ApiKey).order_by(ApiKey.created_at))).scalars()
-    print(f"{'id':<29} {'prefix':<12} {'account':<30} {'status':<8} {'rpm':>5}  name  models")
     now = time.time()
-    for k in rows:
+    rows = []
+    for k in await list_keys(session):
         status = "revoked" if k.revoked_at else "expired" if k.expires_at and k.expires_at <= now else "active"
-        models = ",".join(k.models) if k.models else "*"
-        print(f"{k.id:<29} {k.prefix + '…':<12} {k.account_id:<30} {status:<8} {k.rpm or '-':>5}  "
-              f"{k.name}  {models}")
+        rows.append([k.id, k.prefix + "…", k.account_id, status, k.rpm or "-",
+                     _when(k.expires_at) if k.expires_at else "never", k.name,
+                     ",".join(k.models) if k.models is not None else "*"])
+    print_table(["id", "prefix", "account", "status", "rpm", "expires", "name", "models"], rows)
 
 
 @_with_db
@@ -145,8 +203,32 @@ async def keys_revoke(session: AsyncSession, args: argparse.Namespace) -> None:
     key = await find_key(session, args.key)
     if key is None:
         raise SystemExit(f"no key matches {args.key!r}")
-    key.revoked_at = key.revoked_at or time.time()
+    await revoke_key(session, key)
     print(f"revoked {key.id} ({key.prefix}…)")
+
+
+@_with_db
+async def webhooks_list(session: AsyncSession, args: argparse.Namespace) -> None:
+    from imagegate.db.models import WebhookEndpoint
+
+    rows = (await session.execute(select(WebhookEndpoint).where(WebhookEndpoint.consecutive_failures > 0)
+                                  .order_by(WebhookEndpoint.url))).scalars()
+    print_table(["url", "failures in a row", "paused since", "last error"],
+                [[e.url, e.consecutive_failures, _when(e.paused_at), e.last_error[:80]] for e in rows])
+
+
+async def webhooks_resume(settings: Settings, args: argparse.Namespace) -> None:
+    from imagegate.db.session import make_engine, make_sessionmaker
+    from imagegate.tasks.webhooks import resume_endpoint
+
+    engine = make_engine(settings.database_url)
+    try:
+        due = await resume_endpoint(make_sessionmaker(engine), args.url)
+    except LookupError as exc:
+        raise SystemExit(f"imagegate: {exc}") from None
+    finally:
+        await engine.dispose()
+    print(f"resumed {args.url}: {due} pending deliveries are sent now")
 
 
 async def migrate(settings: Settings, args: argparse.Namespace) -> None:
@@ -156,20 +238,23 @@ async def migrate(settings: Settings, args: argparse.Namespace) -> None:
     print("database is up to date")
 
 
-def check_channels(settings: Settings) -> None:
-    """Build every channel's adapter once, as the server will: an unknown provider or a bad
-    channel option stops ``serve`` here with a message naming the key, before any worker starts."""
+async def build_router(settings: Settings) -> Router:
+    """Every channel's adapter built once, as the server will (its HTTP session already closed:
+    for checks and model names only)."""
     from imagegate.net import make_session
     from imagegate.routing import Router, default_channels
 
-    async def build() -> None:
-        http = make_session()
-        try:
-            Router.build(default_channels(settings, os.environ), http)
-        finally:
-            await http.close()
+    http = make_session()
+    try:
+        return Router.build(default_channels(settings, os.environ), http)
+    finally:
+        await http.close()
 
-    asyncio.run(build())
+
+def check_channels(settings: Settings) -> None:
+    """An unknown provider or a bad channel option stops ``serve`` here with a message naming the
+    key, before any worker starts."""
+    asyncio.run(build_router(settings))
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> None:
@@ -180,7 +265,10 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
 
     check_channels(settings)
     upgrade(settings.database_url)
-    open_store(settings.storage_url, public_url=settings.public_url, secret=b"-")  # creates the directory
+    try:  # creates the directory; checks an s3:// URL
+        open_store(settings.storage_url, public_url=settings.public_url, secret=b"-", storage=settings.storage)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if args.config:  # worker processes load the same file
         os.environ["IMAGEGATE_CONFIG"] = os.path.abspath(args.config)
     if "public_url" not in settings.model_fields_set:
@@ -195,13 +283,20 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
                 loop="auto", http="auto", timeout_graceful_shutdown=10)
 
 
+CONFIG_HELP = "YAML config file (else $IMAGEGATE_CONFIG, else ./imagegate.yaml)"
+
+
 def parser() -> argparse.ArgumentParser:
+    """``--config`` is accepted before the subcommand and after it, by every subcommand (the one
+    after it wins); all of them read the same file ``serve`` reads."""
     p = argparse.ArgumentParser(prog="imagegate", description="Image-generation API gateway.")
-    p.add_argument("--config", help="YAML config file (else $IMAGEGATE_CONFIG, else ./imagegate.yaml)")
+    p.add_argument("--version", action="version", version=f"imagegate {version()}")
+    p.add_argument("--config", help=CONFIG_HELP)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="migrate the database, then serve HTTP")
-    s.add_argument("--config", default=argparse.SUPPRESS)
+    s = sub.add_parser("serve", parents=[common], help="migrate the database, then serve HTTP")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--workers", type=int, default=1)
@@ -209,41 +304,49 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
     s.set_defaults(sync_handler=serve)
 
-    m = sub.add_parser("migrate", help="create or migrate the database")
-    m.add_argument("--config", default=argparse.SUPPRESS)
-    m.set_defaults(handler=migrate)
+    sub.add_parser("migrate", parents=[common], help="create or migrate the database").set_defaults(handler=migrate)
 
     accounts = sub.add_parser("accounts", help="accounts and balances").add_subparsers(
         dest="accounts_command", required=True)
-    ac = accounts.add_parser("create", help="create an account; prints its id as the last line")
+    ac = accounts.add_parser("create", parents=[common], help="create an account; prints its id as the last line")
     ac.add_argument("--name", required=True)
     ac.add_argument("--balance", type=_amount, default=0, help="opening balance in currency units, e.g. 12.50")
     ac.add_argument("--unlimited", action="store_true", help="never billed (no holds, no ledger)")
     ac.set_defaults(handler=accounts_create)
-    at = accounts.add_parser("topup", help="add money to an account")
+    accounts.add_parser("list", parents=[common], help="accounts with their balance and open holds").set_defaults(
+        handler=accounts_list)
+    at = accounts.add_parser("topup", parents=[common], help="add money to an account")
     at.add_argument("id")
     at.add_argument("amount", type=_amount, help="in currency units, e.g. 12.50")
     at.set_defaults(handler=accounts_topup)
-    ash = accounts.add_parser("show", help="balance, open holds and the ledger check of an account")
+    ash = accounts.add_parser("show", parents=[common], help="balance, open holds and the ledger check of an account")
     ash.add_argument("id")
     ash.set_defaults(handler=accounts_show)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
-    kc = keys.add_parser("create", help="create a key; prints it as the last line")
+    kc = keys.add_parser("create", parents=[common], help="create a key; prints it as the last line")
     kc.add_argument("--name", required=True)
-    kc.add_argument("--models", help="comma-separated public model names this key may use")
+    kc.add_argument("--models", help="comma-separated public model names this key may use (served ones only)")
     kc.add_argument("--account", help="account id (default: a new unlimited account)")
     kc.add_argument("--rpm", type=int, help="requests per minute limit")
     kc.add_argument("--expires", type=_expiry, help="expiry: a duration from now (30d, 12h) or an ISO date")
     kc.set_defaults(handler=keys_create)
-    keys.add_parser("list", help="list keys").set_defaults(handler=keys_list)
-    kr = keys.add_parser("revoke", help="revoke a key by its value or id")
+    keys.add_parser("list", parents=[common], help="list keys").set_defaults(handler=keys_list)
+    kr = keys.add_parser("revoke", parents=[common], help="revoke a key by its value or id")
     kr.add_argument("key")
     kr.set_defaults(handler=keys_revoke)
 
+    webhooks = sub.add_parser("webhooks", help="webhook URLs that fail").add_subparsers(
+        dest="webhooks_command", required=True)
+    webhooks.add_parser("list", parents=[common], help="URLs with failed attempts in a row, paused or not"
+                        ).set_defaults(handler=webhooks_list)
+    wr = webhooks.add_parser("resume", parents=[common], help="resume a paused URL: its pending deliveries go now")
+    wr.add_argument("url")
+    wr.set_defaults(handler=webhooks_resume)
+
     from imagegate.tasks.commands import add_commands as add_task_commands
 
-    add_task_commands(sub)
+    add_task_commands(sub, parents=[common])
     return p
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(Exception):
@@ -74,9 +74,21 @@ class BillingConfig(_Strict):
     """When the reaper may release a sync request's hold left behind by a crash."""
 
     hold_margin: float = Field(default=60.0, gt=0)
-    """Seconds a sync hold outlives the longest its request can run before the reaper may release it."""
-    reap_interval: float = Field(default=30.0, gt=0)
+    """Seconds a sync hold outlives the longest its request can run before the reaper may release
+    it even though its process still beats (a backstop)."""
+    reap_interval: float = Field(default=10.0, gt=0)
     """Seconds between two passes of the hold reaper (it also runs once at start-up)."""
+    heartbeat_interval: float = Field(default=10.0, gt=0)
+    """Seconds between two heartbeats of a gateway process (``instances`` table)."""
+    instance_stale_after: float = Field(default=30.0, gt=0)
+    """Seconds without a heartbeat after which a process counts as dead and its holds are released."""
+
+    @model_validator(mode="after")
+    def _stale_after_beats(self) -> BillingConfig:
+        if self.instance_stale_after < 2 * self.heartbeat_interval:
+            raise ValueError("instance_stale_after must be at least twice heartbeat_interval "
+                             "(a live process must never look dead)")
+        return self
 
 
 class LimitsConfig(_Strict):
@@ -84,6 +96,9 @@ class LimitsConfig(_Strict):
     max_file_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     max_files: int = Field(default=16, gt=0)
     max_image_pixels: int = Field(default=64_000_000, gt=0)
+    max_prompt_chars: int = Field(default=32_000, gt=0)
+    """Characters of prompt any model takes; a model whose vendor documents a lower limit has its own
+    (``ModelSpec.max_prompt``)."""
 
 
 class TasksConfig(_Strict):
@@ -97,10 +112,94 @@ class TasksConfig(_Strict):
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_timeout: float = Field(default=15.0, gt=0)
     webhook_backoff: float = Field(default=30.0, gt=0)
-    """Seconds before the first webhook retry; doubled per attempt, with jitter."""
+    """Seconds before the first webhook retry; doubled per attempt, with jitter (or the endpoint's
+    ``Retry-After``, when it asks for longer)."""
+    webhook_pause_after: int = Field(default=20, ge=0)
+    """Failed attempts in a row after which a webhook URL is paused until resumed (0: never)."""
     poll_seconds: float = Field(default=1.0, gt=0)
     """How often idle workers look in the database for tasks other processes queued (this
     process's own submissions and due polls wake them at once)."""
+
+
+class StorageConfig(_Strict):
+    """How long stored images are kept, and how to reach an S3-compatible store (``storage_url``
+    says where they are kept). The S3 settings left out are taken from the AWS SDKs' standard
+    variables by ``load_settings`` (``s3_settings_from_env``): a value in the file wins."""
+
+    retention_days: float | None = Field(default=30.0, ge=0)
+    """Days a stored image (generated, or uploaded for an async task) is kept; 0 or null: forever.
+    An async task's images stay as long as the task itself does (``tasks.retention_days``)."""
+    sweep_interval: float = Field(default=3600.0, gt=0)
+    """Seconds between two passes of the sweeper (it also runs once at start-up)."""
+    endpoint_url: str | None = None
+    """``s3://`` stores: the S3-compatible server (``http://`` allowed, e.g. MinIO); default: AWS
+    (``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``)."""
+    region: str | None = None
+    """``s3://`` stores: the bucket's region (``AWS_REGION``, ``AWS_DEFAULT_REGION``); default us-east-1."""
+    access_key_id: str | None = None
+    """``s3://`` stores (``AWS_ACCESS_KEY_ID``); none at all: the host's credentials (instance role,
+    web identity), found by the S3 client."""
+    secret_access_key: str | None = None
+    """``s3://`` stores (``AWS_SECRET_ACCESS_KEY``)."""
+    session_token: str | None = None
+    """``s3://`` stores: for temporary credentials (``AWS_SESSION_TOKEN``)."""
+    path_style: bool | None = None
+    """``s3://`` stores: ``<endpoint>/<bucket>/<key>`` addressing instead of ``<bucket>.<endpoint>``;
+    default: true when ``endpoint_url`` is set (what MinIO-like servers expect), else false."""
+    presign: bool = False
+    """``s3://`` stores: hand out the object store's own presigned URLs (clients download from the
+    bucket) instead of this gateway's signed ``/files/`` URLs (the gateway streams from the bucket)."""
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_is_http(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        scheme, sep, rest = v.partition("://")
+        if not sep or scheme.lower() not in ("http", "https") or not rest.strip("/"):
+            raise ValueError("endpoint_url must be an http:// or https:// URL, e.g. http://127.0.0.1:9000")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _key_pairs(self) -> StorageConfig:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("access_key_id and secret_access_key are given together (or neither)")
+        if self.session_token is not None and self.access_key_id is None:
+            raise ValueError("session_token needs access_key_id and secret_access_key")
+        return self
+
+    @property
+    def keeps_forever(self) -> bool:
+        return not self.retention_days
+
+    @property
+    def uses_path_style(self) -> bool:
+        return self.path_style if self.path_style is not None else self.endpoint_url is not None
+
+
+_AWS_VARIABLES = {"endpoint_url": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+                  "region": ("AWS_REGION", "AWS_DEFAULT_REGION")}
+_AWS_KEYS = {"access_key_id": "AWS_ACCESS_KEY_ID", "secret_access_key": "AWS_SECRET_ACCESS_KEY",
+             "session_token": "AWS_SESSION_TOKEN"}
+
+
+def s3_settings_from_env(storage: Any, env: Mapping[str, str]) -> Any:
+    """The ``storage:`` section with the S3 settings it leaves out taken from the AWS SDKs'
+    standard variables. Keys come as a set: from the file if it names either key, else from the
+    environment (a key id from one place never meets a secret from the other)."""
+    if storage is None:
+        storage = {}
+    if not isinstance(storage, dict):
+        return storage  # validation names the problem
+    merged = dict(storage)
+    for name, variables in _AWS_VARIABLES.items():
+        if merged.get(name) is None:
+            merged[name] = next((env[v] for v in variables if env.get(v)), None)
+    if merged.get("access_key_id") is None and merged.get("secret_access_key") is None:
+        for name, variable in _AWS_KEYS.items():
+            if merged.get(name) is None:
+                merged[name] = env.get(variable) or None
+    return {k: v for k, v in merged.items() if v is not None or k in storage}
 
 
 class Settings(_Strict):
@@ -118,10 +217,14 @@ class Settings(_Strict):
     billing: BillingConfig = Field(default_factory=BillingConfig)
     outbound_allowlist: list[str] = Field(default_factory=list)
     """Hosts or CIDRs that reference-image and webhook fetches may reach although not public."""
+    cache_check_interval: float = Field(default=0.25, gt=0)
+    """Seconds between two looks at the change counters that keep every process's key cache
+    true (a revocation elsewhere takes effect within this time)."""
     redis_url: str | None = None
     """Rate-limit storage shared by several gateway processes; default in memory."""
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     admin_token: str | None = None
 
     @field_validator("prices", mode="before")
@@ -183,6 +286,8 @@ def load_settings(path: str | None = None, env: Mapping[str, str] | None = None)
     raw.setdefault("admin_token", env.get("IMAGEGATE_ADMIN_TOKEN") or None)
     if env.get("IMAGEGATE_PUBLIC_URL"):  # set by ``serve`` from --host/--port when the file has none
         raw.setdefault("public_url", env["IMAGEGATE_PUBLIC_URL"])
+    if str(raw.get("storage_url", "")).lower().startswith("s3://"):
+        raw["storage"] = s3_settings_from_env(raw.get("storage"), env)
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:

@@ -30,8 +30,8 @@ from imagegate.core import errors
 from imagegate.core.errors import ImagegateError, InvalidRequest
 from imagegate.core.job import Call, ImageJob, ImageSource, InputImage, Pending, ProviderResult, Usage
 from imagegate.net import SafeClient
-from imagegate.routing import Route, Router, dropped_params
-from imagegate.storage.base import BlobStore
+from imagegate.routing import Route, Router, adjusted_params, dropped_params
+from imagegate.storage.base import BlobStore, owner_of
 from imagegate.storage.signing import UrlSigner
 
 log = logging.getLogger("imagegate.gateway")
@@ -61,6 +61,8 @@ class CallState(BaseModel):
 class JobState(BaseModel):
     """Where a job is. Persisted as-is by async tasks."""
 
+    owner: str | None = None
+    """The account the job runs for: its images' keys carry its mark (``UrlSigner.owner_tag``)."""
     channel: str | None = None
     upstream_model: str | None = None
     calls: list[CallState] = Field(default_factory=list)
@@ -83,6 +85,8 @@ class Outcome:
     provider: str
     cost: int = 0
     dropped: list[str] = field(default_factory=list)
+    adjusted: list[str] = field(default_factory=list)
+    """Parameters honoured approximately, ``name=asked->drawn`` (``routing.adjusted_params``)."""
     failures: list[str] = field(default_factory=list)
 
 
@@ -131,7 +135,7 @@ class Gateway:
         """Run ``job`` to the end for a caller who waits. Money moves only on success."""
         started = time.monotonic()
         job, routes = self.router.plan(job)
-        inputs = await self.resolve_inputs(job)
+        inputs = await self.resolve_inputs(job, account=principal.account_id)
         deadline = time.time() + max(r.channel.deadline for r in routes)
         # The longest this request can live: polls until the deadline, plus a submit per channel
         # tried and one more exchange (a last poll, a download), each bounded by the channel
@@ -144,7 +148,7 @@ class Gateway:
             self.usage_log.record(request_id, principal, job, channel="", status=exc.code, images=0, cost=0,
                                   started=started)
             raise
-        state = JobState()
+        state = JobState(owner=principal.account_id)
         try:
             while (wait := await self.step(job, state, routes, lambda: _ready(inputs),
                                            persist=False, deadline_at=deadline)) is not None:
@@ -191,7 +195,8 @@ class Gateway:
                 raise error_from_dict(first)
             raise errors.NoImageReturned("The upstream answered without an image.")
         return Outcome(state.delivered, state.usage, state.text, route.channel.name,
-                       route.channel.provider, dropped=dropped_params(job, route), failures=state.failures)
+                       route.channel.provider, dropped=dropped_params(job, route), failures=state.failures,
+                       adjusted=adjusted_params(job, route))
 
     @staticmethod
     def _route(state: JobState, routes: list[Route]) -> Route:
@@ -256,7 +261,7 @@ class Gateway:
             call.error = _error_to_dict(answer)
             return
         assert isinstance(answer, ProviderResult)
-        delivered = await self._deliver(job, answer, route, persist)
+        delivered = await self._deliver(job, answer, route, persist, state.owner)
         state.delivered.extend(delivered)
         state.failures.extend(answer.failures)
         if answer.usage is not None:
@@ -269,25 +274,26 @@ class Gateway:
 
     # ---- images in ---------------------------------------------------------------------------
 
-    async def resolve_inputs(self, job: ImageJob) -> Inputs:
-        """Fetch, sniff and check every reference image and the mask. Caller faults are 400s."""
-        images = await asyncio.gather(*(self._load(src, f"image[{i}]") for i, src in enumerate(job.images)))
+    async def resolve_inputs(self, job: ImageJob, *, account: str | None = None) -> Inputs:
+        """Fetch, sniff and check every reference image and the mask for the caller's
+        ``account``. Caller faults are 400s."""
+        images = await asyncio.gather(*(self._load(src, f"image[{i}]", account) for i, src in enumerate(job.images)))
         mask = None
         if job.mask is not None:
-            raw = await self._load(job.mask, "mask")
+            raw = await self._load(job.mask, "mask", account)
             if not images:
                 raise InvalidRequest("A mask needs an image to apply to.", param="mask")
             info = imaging.check_mask(raw.data, _info(images[0]), param="mask")
             mask = InputImage(raw.data, info.mime, info.width, info.height, info.has_alpha)
         return tuple(images), mask
 
-    async def _load(self, src: ImageSource, param: str) -> InputImage:
+    async def _load(self, src: ImageSource, param: str, account: str | None) -> InputImage:
         if src.data is not None:
             data = src.data
         elif src.blob is not None:
             data = await self.store.get(src.blob)
         elif src.url is not None:
-            data = await self._fetch_reference(src.url, param)
+            data = await self._fetch_reference(src.url, param, account)
         else:
             raise InvalidRequest("Empty image reference.", param=param)
         if len(data) > self.max_file_bytes:
@@ -296,9 +302,11 @@ class Gateway:
         info = imaging.probe(data, param=param)
         return InputImage(data, info.mime, info.width, info.height, info.has_alpha)
 
-    async def _fetch_reference(self, url: str, param: str) -> bytes:
+    async def _fetch_reference(self, url: str, param: str, account: str | None) -> bytes:
         # An image this gateway served (the generate-then-edit loop) is read from the store
-        # directly: its host is usually not public, and the signature proves we made it.
+        # directly: its host is usually not public, and the signature proves we made it. A valid
+        # URL is a capability, whoever sends it; once expired, only the account the image was
+        # made for may still use it (a conversation outlives ``url_ttl``). A bad signature never.
         own = self.public_url + "/files/"
         if url.startswith(own):
             parts = urlsplit(url)
@@ -308,20 +316,28 @@ class Gateway:
                 expires = int(query.get("expires", "0"))
             except ValueError:
                 expires = 0
-            if self.signer.verify(key, expires, query.get("sig", ""), int(time.time())):
-                try:
-                    return await self.store.get(key)
-                except KeyError:
-                    pass
-            raise InvalidRequest("That image URL of this gateway has expired or is invalid.", param=param)
+            if not self.signer.matches(key, expires, query.get("sig", "")):
+                raise InvalidRequest("That image URL of this gateway is invalid (its signature does not match).",
+                                     param=param)
+            owner = owner_of(key)
+            mine = account is not None and owner is not None and owner == self.signer.owner_tag(account)
+            if not mine and time.time() > expires:
+                raise InvalidRequest("That image URL of this gateway has expired; only the account it was made "
+                                     "for may still send it back. Download the image and send its bytes instead.",
+                                     param=param)
+            try:
+                return await self.store.get(key)
+            except KeyError:
+                raise InvalidRequest("That image of this gateway no longer exists.", param=param) from None
         fetched = await self.safe.fetch(url, param=param, max_bytes=self.max_file_bytes)
         return fetched.data
 
     # ---- images out --------------------------------------------------------------------------
 
     async def _deliver(self, job: ImageJob, result: ProviderResult, route: Route,
-                       persist: bool) -> list[Delivered]:
+                       persist: bool, owner: str | None) -> list[Delivered]:
         keep_b64 = not persist and job.response_format == "b64_json"
+        mark = self.signer.owner_tag(owner) if owner is not None else None
 
         async def one(img: Any) -> Delivered:
             if img.b64 is not None and keep_b64:
@@ -348,7 +364,7 @@ class Gateway:
             if keep_b64:
                 return Delivered(b64=base64.b64encode(data).decode(), mime=info.mime, width=info.width,
                                  height=info.height, revised_prompt=img.revised_prompt)
-            key = await self.store.put(data, content_type=info.mime)
+            key = await self.store.put(data, content_type=info.mime, owner=mark)
             return Delivered(blob=key, mime=info.mime, width=info.width, height=info.height,
                              revised_prompt=img.revised_prompt)
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import ipaddress
 import re
 import socket
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -208,6 +210,26 @@ class _Hop:
     trusted: bool  # allowed only because the call named the host in ``trusted_hosts``
 
 
+@dataclass(frozen=True)
+class PostAnswer:
+    status: int
+    retry_after: float | None = None
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
 class SafeClient:
     """HTTP for URLs nobody on the operator's side chose. See the module docstring.
 
@@ -283,16 +305,17 @@ class SafeClient:
         *,
         timeout: float = 15.0,
         param: str = "webhook",
-    ) -> int:
-        """POST ``body`` and return the answer's status. A 3xx is returned, not followed: Standard
-        Webhooks tells senders not to follow redirects."""
+    ) -> PostAnswer:
+        """POST ``body`` and return the answer's status (and ``Retry-After``, in seconds, when it
+        gives one). A 3xx is returned, not followed: Standard Webhooks tells senders not to
+        follow redirects."""
         hop = self._hop(url, param, frozenset())
         session = self._session(trusted=False)
         try:
             async with asyncio.timeout(timeout):
                 with _translate_errors(param, hop.host):
                     async with session.post(hop.url, data=body, headers=dict(headers), allow_redirects=False) as resp:
-                        return resp.status
+                        return PostAnswer(resp.status, retry_after_seconds(resp.headers.get("Retry-After")))
         except TimeoutError as exc:
             raise _timed_out(param, hop.host, timeout) from exc
 

@@ -1,14 +1,20 @@
-"""Per-key requests-per-minute limits (the ``limits`` package: memory embedded, Redis shared).
+"""Per-key request limits (the ``limits`` package: memory embedded, Redis shared).
 
-A moving window: a key with ``rpm = 10`` may make 10 requests in any 60 seconds. The memory
-backend counts per process — with several ``--workers`` each counts alone, so configure
-``redis_url`` to share one count between workers and replicas.
+A key's ``rpm`` limits the requests that create work — image generations and edits, Gemini
+``generateContent``/``streamGenerateContent``, chat completions: ``rpm = 10`` allows 10 of them
+in any 60 seconds (a moving window). Reads (polling a task, listing models, usage, the key
+itself) have a window of their own, ``max(60, 10 × rpm)`` per minute, so a client that polls its
+tasks never spends its budget for images. A key without ``rpm`` has no limit at all.
+
+The memory backend counts per process — with several ``--workers`` each counts alone, so
+configure ``redis_url`` to share one count between workers and replicas.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from typing import Literal
 
 from limits import RateLimitItemPerMinute, storage
 from limits.aio import strategies
@@ -16,26 +22,45 @@ from limits.aio import strategies
 from imagegate.accounts import Principal
 from imagegate.core.errors import RateLimited
 
+Kind = Literal["work", "read"]
+MIN_READS_PER_MINUTE = 60
+READS_PER_RPM = 10
+
+
+def limit_for(rpm: int, kind: Kind) -> int:
+    """Requests per minute of ``kind`` a key with ``rpm`` may make."""
+    return rpm if kind == "work" else max(MIN_READS_PER_MINUTE, READS_PER_RPM * rpm)
+
 
 class RateLimiter:
-    """Counts requests per API key; ``hit`` raises ``RateLimited`` (429 + ``Retry-After``)."""
+    """Counts requests per API key, work and reads apart; ``hit`` raises ``RateLimited`` (429 +
+    ``Retry-After``)."""
+
+    _NAMESPACES: dict[Kind, str] = {"work": "imagegate-rpm", "read": "imagegate-reads"}
 
     def __init__(self, redis_url: str | None = None) -> None:
         self._backend = storage.storage_from_string(f"async+{redis_url}" if redis_url else "async+memory://")
         self._window = strategies.MovingWindowRateLimiter(self._backend)
-        self._items: dict[int, RateLimitItemPerMinute] = {}
+        self._items: dict[tuple[Kind, int], RateLimitItemPerMinute] = {}
 
-    async def hit(self, who: Principal) -> None:
+    async def hit(self, who: Principal, kind: Kind = "work") -> None:
         if not who.rpm:
             return
-        item = self._items.setdefault(who.rpm, RateLimitItemPerMinute(who.rpm, namespace="imagegate-rpm"))
+        limit = limit_for(who.rpm, kind)
+        item = self._items.get((kind, limit))
+        if item is None:
+            item = self._items[(kind, limit)] = RateLimitItemPerMinute(limit, namespace=self._NAMESPACES[kind])
         if await self._window.hit(item, who.key_id):
             return
         # The window frees its oldest slot at ``reset_time``: that is when a retry can succeed.
         stats = await self._window.get_window_stats(item, who.key_id)
         wait = max(1, math.ceil(stats.reset_time - time.time()))
-        raise RateLimited(f"Rate limit reached for this API key: {who.rpm} requests per minute. "
-                          f"Try again in {wait} s.", retry_after=min(wait, 60))
+        if kind == "work":
+            message = f"Rate limit reached for this API key: {limit} requests per minute."
+        else:
+            message = (f"Read limit reached for this API key: {limit} reads per minute (tasks, models, usage; "
+                       f"image requests have their own {who.rpm} per minute).")
+        raise RateLimited(f"{message} Try again in {wait} s.", retry_after=min(wait, 60))
 
     def close(self) -> None:
         """Drop the Redis connections (``limits`` offers no close of its own; the memory backend

@@ -13,15 +13,31 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from imagegate.config import ChannelConfig, ConfigError, Settings
+from imagegate.config import ChannelConfig, ConfigError, LimitsConfig, Settings
 from imagegate.core.errors import InvalidRequest, ModelNotFound
-from imagegate.core.geometry import parse_ratio, parse_size
+from imagegate.core.geometry import (
+    MAX_SIDE,
+    MIN_SIDE,
+    PUBLIC_RATIOS,
+    format_size,
+    known_ratio,
+    nearest_ratio,
+    nearest_size,
+    parse_ratio,
+    parse_size,
+    same_shape,
+)
 from imagegate.core.job import ImageJob, ImageSource
 from imagegate.net import env_proxy
 from imagegate.providers.base import Adapter, ModelSpec
 from imagegate.providers.registry import ADAPTERS
 
 PUBLIC_MAX_N = 10
+SEED_MIN, SEED_MAX = -(2**31), 2**31 - 1
+"""Seeds are 32-bit signed integers on every surface (Gemini's own type); adapters map them onto
+what their upstream takes (``docs/models.md``)."""
+_INT64 = 2**63
+DEFAULT_MAX_PROMPT = LimitsConfig().max_prompt_chars
 # Parameters every model takes in some form: never reported as dropped.
 _CORE_PARAMS = frozenset({"model", "prompt", "n", "response_format", "images", "mask", "native", "extra",
                           "surface", "action"})
@@ -62,11 +78,13 @@ def _with_proxy(channel: ChannelConfig, env: Mapping[str, str]) -> ChannelConfig
 
 
 class Router:
-    def __init__(self, routes: dict[str, list[Route]]) -> None:
+    def __init__(self, routes: dict[str, list[Route]], *, max_prompt_chars: int = DEFAULT_MAX_PROMPT) -> None:
         self._routes = routes
+        self.max_prompt_chars = max_prompt_chars
 
     @classmethod
-    def build(cls, channels: list[ChannelConfig], http: aiohttp.ClientSession) -> Router:
+    def build(cls, channels: list[ChannelConfig], http: aiohttp.ClientSession, *,
+              max_prompt_chars: int = DEFAULT_MAX_PROMPT) -> Router:
         routes: dict[str, list[Route]] = {}
         for i, ch in enumerate(channels):
             adapter_cls = ADAPTERS.get(ch.provider)
@@ -77,7 +95,7 @@ class Router:
             adapter = adapter_cls(ch, http)
             for public, upstream in (ch.models or adapter_cls.default_models).items():
                 routes.setdefault(public, []).append(Route(ch, adapter, upstream))
-        return cls(routes)
+        return cls(routes, max_prompt_chars=max_prompt_chars)
 
     def models(self) -> dict[str, str]:
         """Public model name → provider of its first channel."""
@@ -97,7 +115,7 @@ class Router:
         first_error: InvalidRequest | None = None
         for route in routes:
             try:
-                validate(job, route)
+                validate(job, route, max_prompt_chars=self.max_prompt_chars)
             except InvalidRequest as exc:
                 first_error = first_error or exc
                 continue
@@ -131,14 +149,24 @@ def _ordered(routes: list[Route]) -> list[Route]:
     return out
 
 
-def validate(job: ImageJob, route: Route) -> None:
+def validate(job: ImageJob, route: Route, *, max_prompt_chars: int = DEFAULT_MAX_PROMPT) -> None:
     """What every model's ``ModelSpec`` says, then the adapter's own rules."""
     spec = route.spec
-    parse_size(job.size)
+    limit = min(max_prompt_chars, spec.max_prompt or max_prompt_chars)
+    if len(job.prompt) > limit:
+        raise InvalidRequest(f"prompt is {len(job.prompt)} characters; {job.model} takes at most {limit}.",
+                             param="prompt")
+    _check_size(job, spec)
     if job.aspect_ratio:
-        parse_ratio(job.aspect_ratio)
+        _check_ratio(job.aspect_ratio, job.model, spec)
     if not 1 <= job.n <= PUBLIC_MAX_N:
         raise InvalidRequest(f"n must be between 1 and {PUBLIC_MAX_N}.", param="n")
+    if job.seed is not None and not SEED_MIN <= job.seed <= SEED_MAX:
+        raise InvalidRequest(f"seed must be an integer from {SEED_MIN} to {SEED_MAX} (32-bit signed).",
+                             param="seed")
+    for name, value in job.extra.items():
+        if _huge_int(value):
+            raise InvalidRequest(f"{name} holds an integer beyond 64 bits: no model takes one.", param=name)
     if job.action not in spec.actions:
         raise InvalidRequest(f"The model {job.model!r} cannot edit images; use /v1/images/generations.",
                              param="model")
@@ -149,6 +177,12 @@ def validate(job: ImageJob, route: Route) -> None:
                              param="image")
     if spec.requires_image and not job.images:
         raise InvalidRequest(f"The model {job.model!r} requires a reference image.", param="image")
+    if job.action == "edit" and not job.images and not spec.edit_without_image:
+        raise InvalidRequest(f"An edit needs the image to change: the model {job.model!r} does not edit "
+                             "without one.", param="image")
+    if job.action == "generate" and job.images and not spec.images_on_generate:
+        raise InvalidRequest(f"The model {job.model!r} takes reference images only on /v1/images/edits.",
+                             param="image")
     if job.mask is not None:
         if not spec.mask:
             raise InvalidRequest(f"The model {job.model!r} cannot apply a mask.", param="mask")
@@ -157,6 +191,82 @@ def validate(job: ImageJob, route: Route) -> None:
     route.adapter.check(job, route.upstream_model)
 
 
+def _check_size(job: ImageJob, spec: ModelSpec) -> None:
+    try:
+        wh = parse_size(job.size)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"{exc.message} {_sizes_taken(job.model, spec)}", param="size") from exc
+    if wh is not None and spec.max_side is not None and max(wh) > spec.max_side:
+        raise InvalidRequest(f"size {job.size!r} is too large. {_sizes_taken(job.model, spec)}", param="size")
+
+
+def _sizes_taken(model: str, spec: ModelSpec) -> str:
+    if "size" not in spec.params:
+        return f"({model} takes no size: it would be ignored.)"
+    if spec.sizes:
+        return (f"{model} makes {', '.join(format_size(s) for s in spec.sizes)}; another size within "
+                f"{MIN_SIDE}..{MAX_SIDE} px a side is snapped to the nearest of these.")
+    if spec.max_side is not None:
+        return f"{model} draws any size from {MIN_SIDE} to {spec.max_side} px a side."
+    return f"{model} takes sizes from {MIN_SIDE} to {MAX_SIDE} px a side (scaled into its own limits)."
+
+
+def _check_ratio(ratio: str, model: str, spec: ModelSpec) -> str:
+    """The ratio of the public set (or of the model's own) that ``ratio`` names; anything else is a
+    400 that lists what the model takes."""
+    taken = (*PUBLIC_RATIOS, *(r for r in spec.ratios or () if r not in PUBLIC_RATIOS))
+    try:
+        known = known_ratio(ratio, taken)
+    except InvalidRequest:
+        known = None
+    if known is None:
+        raise InvalidRequest(f"aspect_ratio {ratio!r} is not one {model} takes: {_ratios_taken(spec)}",
+                             param="aspect_ratio")
+    return known
+
+
+def _ratios_taken(spec: ModelSpec) -> str:
+    if spec.ratios:
+        others = [r for r in PUBLIC_RATIOS if r not in spec.ratios]
+        tail = f"; {', '.join(others)} are drawn at the nearest of these." if others else "."
+        return f"it draws {', '.join(spec.ratios)}{tail}"
+    if spec.sizes:
+        return (f"{', '.join(PUBLIC_RATIOS)}, each drawn at the nearest of its sizes "
+                f"({', '.join(format_size(s) for s in spec.sizes)}).")
+    return f"{', '.join(PUBLIC_RATIOS)}."
+
+
+def _huge_int(value: object) -> bool:
+    """An integer no upstream's JSON can carry, anywhere in an extra parameter's value."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return not -_INT64 <= value < 2 * _INT64
+    if isinstance(value, dict):
+        return any(_huge_int(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_huge_int(v) for v in value)
+    return False
+
+
+def adjusted_params(job: ImageJob, route: Route) -> list[str]:
+    """Parameters this model honours only approximately, as ``name=asked->drawn``: an aspect ratio
+    of the public set it does not draw, snapped to its nearest (``x-imagegate-adjusted-params``)."""
+    spec = route.spec
+    if not job.aspect_ratio or "aspect_ratio" not in spec.params or not (spec.ratios or spec.sizes):
+        return []
+    asked = _check_ratio(job.aspect_ratio, job.model, spec)
+    want = parse_ratio(asked)
+    if spec.ratios:
+        drawn = nearest_ratio(want, spec.ratios)
+        return [] if same_shape(parse_ratio(drawn), want) else [f"aspect_ratio={asked}->{drawn}"]
+    assert spec.sizes
+    wh = nearest_size(int(1024 * want), 1024, spec.sizes)  # as the adapters with fixed sizes pick
+    return [] if same_shape(wh[0] / wh[1], want) else [f"aspect_ratio={asked}->{format_size(wh)}"]
+
+
 def dropped_params(job: ImageJob, route: Route) -> list[str]:
-    """Parameters the caller set that this model ignores (harmless ones; see ``docs/models.md``)."""
-    return sorted(job.given() - _CORE_PARAMS - route.spec.params)
+    """Parameters the caller set that this model ignores (harmless ones; see ``docs/models.md``),
+    and the surface's own settings when the model does not receive that surface's body."""
+    dropped = job.given() - _CORE_PARAMS - route.spec.params
+    if job.native is not None and job.native.protocol != route.spec.native_protocol:
+        dropped |= set(job.native.settings)
+    return sorted(dropped)

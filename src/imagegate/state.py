@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from imagegate.accounts import KeyCache, Principal
-from imagegate.billing import Billing, HoldReaper
+from imagegate.billing import Billing
 from imagegate.billing.ledger import Ledger
 from imagegate.billing.prices import Pricer
 from imagegate.billing.usage import UsageLog
@@ -20,8 +20,12 @@ from imagegate.config import Settings
 from imagegate.core.job import ImageJob
 from imagegate.db.models import Meta
 from imagegate.db.session import make_engine, make_sessionmaker
+from imagegate.epochs import KEYS, EpochWatcher
 from imagegate.gateway import Gateway
+from imagegate.idempotency import IdempotencyKeys
+from imagegate.instance import InstanceLease
 from imagegate.net import SafeClient, make_session
+from imagegate.periodic import Periodic
 from imagegate.ratelimit import RateLimiter
 from imagegate.routing import Router, default_channels
 from imagegate.storage import open_store
@@ -49,11 +53,16 @@ class AppState:
     usage_log: UsageLog
     limiter: RateLimiter
     tasks: TaskSubmitter
-    reaper: HoldReaper | None = None
+    idempotency: IdempotencyKeys
+    instance: InstanceLease | None = None
+    chores: list[Periodic] = field(default_factory=list)
+    """Background loops of this process: heartbeat, hold reaper, change watcher."""
 
     async def aclose(self) -> None:
-        if self.reaper is not None:
-            await self.reaper.stop()
+        for chore in self.chores:
+            await chore.stop()
+        if self.instance is not None:
+            await self.instance.retire()
         await self.usage_log.stop()
         await self.http.close()
         await self.safe.aclose()
@@ -88,9 +97,13 @@ async def build_state(settings: Settings) -> AppState:
     safe = SafeClient(settings.outbound_allowlist)
     secret = await url_secret(settings, sessions)
     signer = UrlSigner(secret)
-    store = open_store(settings.storage_url, public_url=settings.public_url, secret=secret)
-    router = Router.build(default_channels(settings, os.environ), http)
-    billing = Billing(Pricer(settings.prices), Ledger(sessions), hold_margin=settings.billing.hold_margin)
+    store = open_store(settings.storage_url, public_url=settings.public_url, secret=secret, storage=settings.storage)
+    router = Router.build(default_channels(settings, os.environ), http,
+                          max_prompt_chars=settings.limits.max_prompt_chars)
+    instance = InstanceLease(sessions, stale_after=settings.billing.instance_stale_after)
+    await instance.register()
+    billing = Billing(Pricer(settings.prices), Ledger(sessions), hold_margin=settings.billing.hold_margin,
+                      instance=instance)
     usage_log = UsageLog(sessions)
     gateway = Gateway(router=router, store=store, signer=signer, safe=safe, billing=billing,
                       usage_log=usage_log, public_url=settings.public_url,
@@ -99,9 +112,17 @@ async def build_state(settings: Settings) -> AppState:
 
     tasks = TaskService(settings, sessions, gateway)
     usage_log.start()
-    reaper = HoldReaper(billing, settings.billing.reap_interval)
-    reaper.start()
+    keys = KeyCache(sessions)
+    watcher = EpochWatcher(sessions)
+    watcher.on(KEYS, keys.forget)
+    idempotency = IdempotencyKeys(sessions, instance)
+    chores = [Periodic("heartbeat", instance.beat, settings.billing.heartbeat_interval),
+              Periodic("hold-reaper", billing.reap, settings.billing.reap_interval),
+              Periodic("change-watcher", watcher.check, settings.cache_check_interval),
+              Periodic("idempotency-sweeper", idempotency.sweep, 3600)]
+    for chore in chores:
+        chore.start()
     return AppState(settings=settings, engine=engine, sessions=sessions, http=http, safe=safe, store=store,
-                    signer=signer, router=router, gateway=gateway, keys=KeyCache(sessions),
+                    signer=signer, router=router, gateway=gateway, keys=keys,
                     billing=billing, usage_log=usage_log, limiter=RateLimiter(settings.redis_url),
-                    tasks=tasks, reaper=reaper)
+                    tasks=tasks, idempotency=idempotency, instance=instance, chores=chores)

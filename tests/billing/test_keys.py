@@ -42,21 +42,56 @@ def test_model_allow_list(gw: GatewayProcess, emu: OpenAIEmulator) -> None:
 
 def test_requests_per_minute(gw: GatewayProcess, emu: OpenAIEmulator) -> None:
     key = gw.key(rpm=3)
+    client = OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
     for _ in range(3):
-        assert models(gw, key).status_code == 200
-    r = models(gw, key)
+        assert client.images.generate(model="img-flat", prompt="a fox", size="256x256").data
+    r = generate(gw, key, model="img-flat", size="256x256")
     assert r.status_code == 429
     error = r.json()["error"]
     assert (error["type"], error["code"]) == ("rate_limit_error", "rate_limit_exceeded")
     assert "3 requests per minute" in error["message"]
     assert 50 <= int(r.headers["retry-after"]) <= 60  # the oldest of the three frees its slot in ~60 s
-    # Image requests count too, and are refused before reaching the upstream.
-    client = OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+    # Refused before reaching the upstream, on every work-creating surface.
     with pytest.raises(openai.RateLimitError):
         client.images.generate(model="img-flat", prompt="a fox", size="256x256")
-    assert emu.calls == []
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="img-flat", messages=[{"role": "user", "content": "a fox"}])
+    assert len(emu.calls) == 3
+    # Reads have their own window: the key can still look around.
+    assert models(gw, key).status_code == 200
     # Another key of the same account has its own budget.
-    assert models(gw, gw.key(rpm=3)).status_code == 200
+    assert generate(gw, gw.key(rpm=3), model="img-flat", size="256x256").status_code == 200
+
+
+def test_reads_do_not_spend_the_work_budget(gw: GatewayProcess, emu: OpenAIEmulator) -> None:
+    key = gw.cli("keys", "create", "--name", "poller", "--rpm", "3").splitlines()[-1]
+    auth = {"Authorization": f"Bearer {key}"}
+    r = httpx.post(gw.url + "/v1/images/generations", params={"async": "true"}, headers=auth, timeout=30,
+                   json={"model": "img-flat", "prompt": "a fox", "size": "256x256"})
+    assert r.status_code == 200, r.text
+    task = r.json()["task_id"]
+    for _ in range(5):  # polling one's own task is a read, however often
+        assert httpx.get(f"{gw.url}/v1/images/tasks/{task}", headers=auth).status_code == 200
+    for path in ("/v1/models", "/v1/usage", "/v1/keys/self"):
+        assert httpx.get(gw.url + path, headers=auth).status_code == 200
+    # The work budget is intact: two more images, then the third is one too many.
+    assert generate(gw, key, model="img-flat", size="256x256").status_code == 200
+    assert generate(gw, key, model="img-flat", size="256x256").status_code == 200
+    assert generate(gw, key, model="img-flat", size="256x256").status_code == 429
+
+
+def test_reads_have_a_generous_limit_of_their_own(gw: GatewayProcess) -> None:
+    key = gw.key(rpm=3)  # reads: max(60, 10 x rpm) = 60 per minute
+    for _ in range(60):
+        assert models(gw, key).status_code == 200
+    r = models(gw, key)
+    assert r.status_code == 429
+    assert "60 reads per minute" in r.json()["error"]["message"] and int(r.headers["retry-after"]) >= 1
+    assert generate(gw, key, model="img-flat", size="256x256").status_code == 200  # work has its own window
+    bigger = gw.key(rpm=10)  # 10 x rpm = 100 reads per minute
+    for _ in range(100):
+        assert models(gw, bigger).status_code == 200
+    assert models(gw, bigger).status_code == 429
 
 
 def test_expired_key(gw: GatewayProcess) -> None:

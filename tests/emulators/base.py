@@ -26,6 +26,7 @@ import mimetypes
 import random
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -62,6 +63,7 @@ class RecordedRequest:
     json: Any | None  # the parsed body when it is valid JSON
     form: dict[str, list[Any]]  # multipart/urlencoded fields: str values or UploadedFile
     body: bytes
+    received_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Emulator of fal.ai's queue for the FLUX apps (``queue.fal.run``).
 
-Strict about the contract of ``fal-ai/fal-js`` (``queue.ts``, generated endpoint types):
+Strict about the contract of ``fal-ai/fal-js`` (``queue.ts``, generated endpoint types
+``libs/client/src/types/endpoints.ts`` @ 381105e):
 ``Authorization: Key <key>``; each app's input validated (required fields, enums, ranges,
 no unknown fields — refused with fal's 422 ``{"detail": [{loc, msg, type}]}``); the submit reply
 ``{request_id, status_url, response_url, cancel_url, queue_position, status}`` whose URLs drop the
@@ -28,6 +29,9 @@ from PIL import Image
 from tests.emulators.base import Emulator, make_image
 
 RATIOS = ("21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21")
+# DevKontextEditInput.resolution_mode (fal-ai/flux-kontext/dev): the two modes, then eleven ratios.
+RESOLUTION_MODES = ("auto", "match_input", "1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16",
+                    "9:21")
 NAMED_SIZES = {"square_hd": (1024, 1024), "square": (512, 512), "portrait_4_3": (768, 1024),
                "portrait_16_9": (576, 1024), "landscape_4_3": (1024, 768), "landscape_16_9": (1024, 576)}
 _COMMON = {"prompt", "num_images", "seed", "output_format", "sync_mode"}
@@ -44,6 +48,10 @@ APPS: dict[str, set[str]] = {
        for tier in ("", "/max")},
     **{f"fal-ai/flux-pro/kontext{tier}/text-to-image": _COMMON | _SAFETY | {"aspect_ratio", "guidance_scale"}
        for tier in ("", "/max")},
+    # DevKontextEditInput: ``image_url`` required, ``resolution_mode`` instead of ``aspect_ratio``, no
+    # safety_tolerance; there is no /text-to-image or /multi sub-app.
+    "fal-ai/flux-kontext/dev": _COMMON | {"image_url", "resolution_mode", "guidance_scale", "num_inference_steps",
+                                          "enable_safety_checker", "acceleration"},
 }
 
 
@@ -190,6 +198,8 @@ def _validated(app: str, body: dict[str, Any]) -> Job:
         raise Invalid("seed", "Input should be a valid integer", "int_type")
     if "image_size" in allowed:
         width, height = _image_size(body.get("image_size", "landscape_4_3"))
+    elif "resolution_mode" in allowed:
+        width, height = _kontext_dev_size(body)
     else:
         width, height = _kontext_size(app, body)
     return Job(app, width, height, n, fmt, seed)
@@ -225,6 +235,22 @@ def _kontext_size(app: str, body: dict[str, Any]) -> tuple[int, int]:
     if ratio is None:
         return sizes[0] if sizes else (1024, 1024)
     w, h = (int(x) for x in ratio.split(":"))
+    scale = (1024 * 1024 / (w * h)) ** 0.5
+    return round(w * scale / 16) * 16, round(h * scale / 16) * 16
+
+
+def _kontext_dev_size(body: dict[str, Any]) -> tuple[int, int]:
+    """``match_input`` (the default) keeps the reference's size in multiples of 16; ``auto`` is
+    modelled the same way; a ratio gives about a megapixel in that shape."""
+    mode = body.get("resolution_mode", "match_input")
+    if mode not in RESOLUTION_MODES:
+        raise Invalid("resolution_mode", f"Input should be one of {', '.join(RESOLUTION_MODES)}", "enum")
+    if "image_url" not in body:
+        raise Invalid("image_url", "Field required", "missing")
+    width, height = _reference_size(body["image_url"], 0)
+    if mode in ("auto", "match_input"):
+        return max(16, round(width / 16) * 16), max(16, round(height / 16) * 16)
+    w, h = (int(x) for x in mode.split(":"))
     scale = (1024 * 1024 / (w * h)) ** 0.5
     return round(w * scale / 16) * 16, round(h * scale / 16) * 16
 

@@ -46,6 +46,7 @@ class Model:
     ratios: tuple[str, ...]
     formats: tuple[str, ...]
     list_output: bool
+    required: frozenset[str] = frozenset({"prompt"})
 
 
 _FLUX = frozenset({"prompt", "aspect_ratio", "num_outputs", "seed", "output_format", "output_quality",
@@ -61,6 +62,13 @@ MODELS = {
     **{f"black-forest-labs/flux-kontext-{tier}": Model(
         frozenset({"prompt", "input_image", "aspect_ratio", "seed", "output_format", "safety_tolerance",
                    "prompt_upsampling"}), KONTEXT_RATIOS, ("jpg", "png"), False) for tier in ("pro", "max")},
+    # replicate/cog-flux-kontext predict.py: ``input_image`` required, eleven ratios + match_input_image,
+    # webp/jpg/png, one output.
+    "black-forest-labs/flux-kontext-dev": Model(
+        frozenset({"prompt", "input_image", "aspect_ratio", "num_inference_steps", "guidance", "seed",
+                   "output_format", "output_quality", "disable_safety_checker", "go_fast"}),
+        ("match_input_image", *FLUX_RATIOS), ("webp", "jpg", "png"), False,
+        required=frozenset({"prompt", "input_image"})),
 }
 VERSIONS = {"5599ed30703defd1d160a25a63321b4dec97101d98b4674bcc56e41f62f35637": "black-forest-labs/flux-schnell"}
 
@@ -198,6 +206,8 @@ def _validate(spec: Model, inp: dict[str, Any]) -> None:
     for key in inp:
         if key not in spec.fields:
             raise Invalid(f"Additional property {key} is not allowed")
+    if missing := sorted(spec.required - set(inp)):
+        raise Invalid(f"{missing[0]} is required")
     if not isinstance(inp.get("prompt"), str):
         raise Invalid("prompt is required")
     if "aspect_ratio" in inp and inp["aspect_ratio"] not in spec.ratios:
@@ -212,7 +222,7 @@ def _validate(spec: Model, inp: dict[str, Any]) -> None:
     strength = inp.get("prompt_strength", 0.8)
     if not isinstance(strength, int | float) or not 0 <= strength <= 1:
         raise Invalid("prompt_strength must be between 0 and 1")
-    for key in ("image", "input_image"):
+    for key in ("image", "input_image", "image_prompt"):
         if key in inp:
             _image(inp[key], key)
 

@@ -19,7 +19,8 @@ from tests.harness import GatewayProcess, channel
 from tests.images import image_of
 
 MODELS = {"flux-dev": "fal-ai/flux/dev", "flux-pro": "fal-ai/flux-pro/v1.1",
-          "flux-kontext-pro": "fal-ai/flux-pro/kontext", "flux-kontext-max": "fal-ai/flux-pro/kontext/max"}
+          "flux-kontext-pro": "fal-ai/flux-pro/kontext", "flux-kontext-max": "fal-ai/flux-pro/kontext/max",
+          "flux-kontext-dev": "fal-ai/flux-kontext/dev"}
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +159,46 @@ def test_kontext_takes_reference_urls_written_in_the_prompt(client: OpenAI, emu:
     body = only_submit(emu).json
     assert body is not None and body["prompt"] == "make it snowy"
     assert body["image_url"].startswith("data:image/png;base64,")
+
+
+def test_kontext_dev_generation_sends_the_reference_as_image_url(client: OpenAI, emu: FalEmulator) -> None:
+    ref = make_image(640, 480, "png", seed=11)
+    r = client.images.generate(model="flux-kontext-dev", prompt="make it autumn", response_format="b64_json",
+                               extra_body={"image": [f"data:image/png;base64,{base64.b64encode(ref).decode()}"]})
+    call = only_submit(emu)
+    assert call.path == "/fal-ai/flux-kontext/dev"  # no /text-to-image or /multi sub-app for dev
+    assert call.json is not None
+    assert base64.b64decode(call.json["image_url"].removeprefix("data:image/png;base64,")) == ref
+    assert "aspect_ratio" not in call.json and "resolution_mode" not in call.json  # fal keeps the input's shape
+    assert size_of(r.data[0]) == (640, 480)
+
+
+def test_kontext_dev_edit_maps_size_to_resolution_mode(client: OpenAI, emu: FalEmulator) -> None:
+    ref = make_image(640, 480, "png", seed=12)
+    r = client.images.edit(model="flux-kontext-dev", prompt="make it night", image=("a.png", ref, "image/png"),
+                           size="1024x1536", n=2)
+    assert len(r.data) == 2
+    call = only_submit(emu)
+    assert call.path == "/fal-ai/flux-kontext/dev" and call.json is not None
+    assert call.json["resolution_mode"] == "2:3" and call.json["num_images"] == 2
+    assert base64.b64decode(call.json["image_url"].removeprefix("data:image/png;base64,")) == ref
+    width, height = size_of(r.data[0])
+    assert width < height
+
+
+def test_kontext_dev_without_a_reference_is_refused_naming_image(client: OpenAI, emu: FalEmulator) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.images.generate(model="flux-kontext-dev", prompt="a lighthouse")
+    assert error_of(exc)["param"] == "image"
+    assert not emu.calls
+
+
+def test_kontext_dev_takes_one_reference_only(client: OpenAI, emu: FalEmulator) -> None:
+    png = make_image(64, 64, "png")
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.images.edit(model="flux-kontext-dev", prompt="x", image=[("a.png", png, "image/png")] * 2)
+    assert error_of(exc)["param"] == "image"
+    assert not emu.calls
 
 
 def test_text_model_cannot_edit(client: OpenAI, emu: FalEmulator) -> None:

@@ -21,7 +21,7 @@ from tests.images import image_of
 VERSION = "5599ed30703defd1d160a25a63321b4dec97101d98b4674bcc56e41f62f35637"
 MODELS = {"flux-dev": "black-forest-labs/flux-dev", "flux-schnell": "black-forest-labs/flux-schnell",
           "flux-pro": "black-forest-labs/flux-1.1-pro", "flux-kontext-pro": "black-forest-labs/flux-kontext-pro",
-          "flux": f"black-forest-labs/flux-schnell:{VERSION}"}
+          "flux-kontext-dev": "black-forest-labs/flux-kontext-dev", "flux": f"black-forest-labs/flux-schnell:{VERSION}"}
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +170,48 @@ def test_flux_dev_image_to_image_with_strength(client: OpenAI, emu: ReplicateEmu
                        extra_body={"strength": 0.6})
     inp = only_create(emu).json["input"]
     assert inp["image"].startswith("data:image/png;base64,") and inp["prompt_strength"] == 0.6
+
+
+def data_uri(png: bytes) -> str:
+    return f"data:image/png;base64,{base64.b64encode(png).decode()}"
+
+
+def test_kontext_dev_generation_sends_the_reference_as_input_image(client: OpenAI, emu: ReplicateEmulator) -> None:
+    ref = make_image(640, 480, "png", seed=7)
+    r = client.images.generate(model="flux-kontext-dev", prompt="make it autumn", response_format="b64_json",
+                               extra_body={"image": [data_uri(ref)]})
+    call = only_create(emu)
+    assert call.path == "/v1/models/black-forest-labs/flux-kontext-dev/predictions"
+    inp = call.json["input"]
+    assert base64.b64decode(inp["input_image"].removeprefix("data:image/png;base64,")) == ref
+    assert inp["aspect_ratio"] == "match_input_image" and "num_outputs" not in inp
+    assert size_of(r.data[0]) == (640, 480)
+
+
+def test_kontext_dev_edit_snaps_size_to_its_ratios(client: OpenAI, emu: ReplicateEmulator) -> None:
+    ref = make_image(640, 480, "png", seed=8)
+    r = client.images.edit(model="flux-kontext-dev", prompt="make it night", image=("a.png", ref, "image/png"),
+                           size="1792x1024", output_format="webp")
+    assert len(r.data) == 1
+    inp = only_create(emu).json["input"]
+    assert inp["aspect_ratio"] == "16:9" and inp["output_format"] == "webp"
+    assert inp["input_image"].startswith("data:image/png;base64,")
+
+
+def test_kontext_dev_without_a_reference_is_refused_naming_image(client: OpenAI, emu: ReplicateEmulator) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.images.generate(model="flux-kontext-dev", prompt="a lighthouse")
+    assert error_of(exc)["param"] == "image"
+    assert not emu.calls
+
+
+def test_flux_1_1_pro_takes_one_image_prompt(client: OpenAI, emu: ReplicateEmulator) -> None:
+    ref = make_image(320, 320, "png", seed=9)
+    r = client.images.generate(model="flux-pro", prompt="in this composition", extra_body={"image": [data_uri(ref)]})
+    assert len(r.data) == 1
+    inp = only_create(emu).json["input"]
+    assert base64.b64decode(inp["image_prompt"].removeprefix("data:image/png;base64,")) == ref
+    assert "input_image" not in inp and "image" not in inp
 
 
 def test_two_reference_images_are_refused(client: OpenAI, emu: ReplicateEmulator) -> None:

@@ -1,4 +1,4 @@
-"""The operator's API under ``/admin/``: accounts, top-ups, keys, usage, tasks.
+"""The operator's API under ``/admin/``: accounts, top-ups, keys, usage, tasks, webhook URLs.
 
 Mounted only when ``IMAGEGATE_ADMIN_TOKEN`` (``admin_token``) is set — otherwise every
 ``/admin/`` path is a plain 404 — and every call must send ``Authorization: Bearer <token>``.
@@ -9,7 +9,6 @@ as decimal strings plus integer micro-units.
 from __future__ import annotations
 
 import secrets
-import time
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -19,6 +18,7 @@ from sqlalchemy import select
 from starlette.responses import Response
 
 from imagegate.accounts import create_account, create_key, find_key, parse_expiry
+from imagegate.accounts import revoke_key as revoke
 from imagegate.api.deps import StateDep, state_of
 from imagegate.api.render import json_response
 from imagegate.api.usage import Before, Limit, Since, money, usage_body
@@ -26,8 +26,9 @@ from imagegate.billing.ledger import credit
 from imagegate.billing.prices import parse_amount
 from imagegate.billing.usage import usage_report
 from imagegate.core.errors import AuthenticationFailed, InvalidRequest, NotFound
-from imagegate.db.models import Account, ApiKey, Task
+from imagegate.db.models import Account, ApiKey, Task, WebhookEndpoint
 from imagegate.state import AppState
+from imagegate.tasks.webhooks import resume_endpoint
 
 
 async def require_admin(request: Request) -> None:
@@ -63,7 +64,7 @@ class KeyCreate(_Body):
     """Owner; default: a new unlimited account."""
     models: list[str] | None = None
     """Public model names the key may use; default: all."""
-    rpm: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1, le=2**31 - 1)
     expires: str | None = None
     """``30d``, ``12h`` … from now, or an ISO 8601 date or date-time."""
 
@@ -92,7 +93,7 @@ def _key_body(k: ApiKey) -> dict[str, Any]:
 
 @router.get("/accounts", summary="List accounts")
 async def list_accounts(state: StateDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                        offset: Annotated[int, Query(ge=0)] = 0) -> Response:
+                        offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0) -> Response:
     async with state.sessions() as s:
         rows = (await s.execute(select(Account).order_by(Account.created_at, Account.id)
                                 .limit(limit).offset(offset))).scalars()
@@ -163,9 +164,9 @@ async def revoke_key(state: StateDep, key_id: str) -> Response:
         key = await find_key(s, key_id)
         if key is None:
             raise NotFound(f"No key {key_id!r}.", param="key_id")
-        key.revoked_at = key.revoked_at or time.time()
+        await revoke(s, key)
         body = _key_body(key)
-    state.keys.forget()  # this process at once; other processes within the cache TTL
+    state.keys.forget()  # this process at once; the others when they see the ``keys`` counter move
     return json_response(body)
 
 
@@ -193,3 +194,26 @@ async def list_tasks(state: StateDep, status: str | None = None, account_id: str
                  "finish_time": int(t.finish_time) if t.finish_time else None, "hold_id": t.hold_id}
                 for t in (await s.execute(query)).scalars()]
     return json_response({"object": "list", "data": data})
+
+
+class WebhookResume(_Body):
+    url: str = Field(min_length=1)
+
+
+@router.get("/webhooks", summary="Webhook URLs with failures: failed attempts in a row, paused or not")
+async def list_webhook_endpoints(state: StateDep) -> Response:
+    async with state.sessions() as s:
+        rows = (await s.execute(select(WebhookEndpoint).where(WebhookEndpoint.consecutive_failures > 0)
+                                .order_by(WebhookEndpoint.url))).scalars()
+        data = [{"url": e.url, "consecutive_failures": e.consecutive_failures, "paused": e.paused_at is not None,
+                 "paused_at": int(e.paused_at) if e.paused_at else None, "last_error": e.last_error} for e in rows]
+    return json_response({"object": "list", "data": data})
+
+
+@router.post("/webhooks/resume", summary="Resume a paused webhook URL: its pending deliveries are sent at once")
+async def resume_webhooks(state: StateDep, body: WebhookResume) -> Response:
+    try:
+        due = await resume_endpoint(state.sessions, body.url)
+    except LookupError as exc:
+        raise NotFound(str(exc), param="url") from None
+    return json_response({"url": body.url, "paused": False, "pending_deliveries": due})

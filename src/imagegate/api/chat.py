@@ -33,9 +33,11 @@ from imagegate.api.chat_schemas import (
     Delta,
 )
 from imagegate.api.conversation import MARKDOWN_IMAGE, find_images, fit_references, model_text, public_model
-from imagegate.api.deps import PrincipalDep, StateDep
+from imagegate.api.deps import StateDep, WorkPrincipalDep
 from imagegate.api.images import pydantic_error, source_from_string
-from imagegate.api.render import json_response
+from imagegate.api.parsing import json_object
+from imagegate.api.render import answer_headers, json_response
+from imagegate.api.schemas import ImageRequest
 from imagegate.core.errors import ImagegateError, InvalidRequest, ModelNotFound
 from imagegate.core.job import ImageJob, ImageSource, NativeRequest, Usage
 from imagegate.gateway import Outcome
@@ -43,8 +45,18 @@ from imagegate.state import AppState
 
 router = APIRouter(tags=["chat"])
 
-_IMAGE_PARAMS = ("user", "size", "aspect_ratio", "image_size", "quality", "style", "background",
-                 "output_format", "seed", "negative_prompt")
+# The chat protocol's own settings (OpenAI's CreateChatCompletionRequest): accepted and ignored,
+# as an image model has no use for them. Every other body field is an image parameter
+# (``extra_body`` in the OpenAI SDK), validated as on /v1/images/generations, so a model that
+# ignores one reports it in ``x-imagegate-dropped-params``. ``seed`` and ``user`` mean the same
+# in both and are image parameters.
+CHAT_SETTINGS = frozenset({
+    "model", "messages", "n", "stream", "stream_options", "response_format", "temperature", "top_p",
+    "max_tokens", "max_completion_tokens", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs",
+    "top_logprobs", "stop", "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call",
+    "modalities", "audio", "metadata", "store", "reasoning_effort", "service_tier", "prediction",
+    "web_search_options", "verbosity", "prompt_cache_key", "safety_identifier",
+})
 
 
 @router.post(
@@ -53,13 +65,10 @@ _IMAGE_PARAMS = ("user", "size", "aspect_ratio", "image_size", "quality", "style
         "application/json": {"schema": ChatCompletionRequest.model_json_schema()}}}},
     summary="Draw with an image model through chat completions (stream: true supported)",
 )
-async def completions(request: Request, state: StateDep, principal: PrincipalDep) -> Response:
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest("The request body is not valid JSON.") from exc
-    try:
-        req = ChatCompletionRequest.model_validate(body)
+async def completions(request: Request, state: StateDep, principal: WorkPrincipalDep) -> Response:
+    body = await json_object(request)
+    try:  # strict: n is a JSON integer (not true, "2" or 1.5)
+        req = ChatCompletionRequest.model_validate(body, strict=True)
     except ValidationError as exc:
         raise pydantic_error(exc) from exc
     try:
@@ -72,11 +81,10 @@ async def completions(request: Request, state: StateDep, principal: PrincipalDep
     job = fit_references(state.router, *to_job(req, model, body, state))
     request_id = uuid.uuid4().hex
     completion_id = f"chatcmpl-{request_id}"
-    headers = {"x-request-id": request_id}
+    headers = answer_headers(request_id)
     if not req.stream:
         outcome = await state.gateway.execute(job, principal, request_id=request_id)
-        if outcome.dropped:
-            headers["x-imagegate-dropped-params"] = ",".join(outcome.dropped)
+        headers = answer_headers(request_id, outcome.dropped, outcome.adjusted)
         answer = ChatCompletion(
             id=completion_id, created=int(time.time()), model=req.model, usage=chat_usage(outcome.usage),
             choices=[Choice(index=i, message=AssistantMessage(content=c))
@@ -124,9 +132,14 @@ def to_job(req: ChatCompletionRequest, model: str, body: dict[str, Any], state: 
     implicit = not images
     if implicit:
         images = earlier_image(req.messages[:last], state)
-    fields = {name: getattr(req, name) for name in _IMAGE_PARAMS if getattr(req, name) is not None}
-    job = ImageJob(model=model, prompt=prompt, n=req.n or 1, images=images, response_format="url",
-                   surface="chat", native=NativeRequest(protocol="chat", body=body), **fields)
+    params = {k: v for k, v in body.items() if k not in CHAT_SETTINGS}
+    try:
+        image_request = ImageRequest.model_validate({**params, "model": model, "prompt": prompt, "n": req.n or 1,
+                                                     "response_format": "url"}, strict=True)
+    except ValidationError as exc:
+        raise pydantic_error(exc) from exc
+    job = image_request.to_job("generate", images, None).model_copy(
+        update={"surface": "chat", "native": NativeRequest(protocol="chat", body=body)})
     return job, implicit and bool(images)
 
 

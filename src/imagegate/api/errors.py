@@ -24,8 +24,13 @@ def is_google_surface(path: str) -> bool:
 
 
 def render(request: Request, exc: ImagegateError) -> Response:
+    return error_response(request.url.path, exc)
+
+
+def error_response(path: str, exc: ImagegateError) -> Response:
+    """``exc`` in the shape of the surface ``path`` belongs to."""
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-    if is_google_surface(request.url.path):
+    if is_google_surface(path):
         body: dict[str, object] = {"error": {"code": exc.status, "message": exc.message,
                                              "status": GOOGLE_STATUS.get(exc.status, "UNKNOWN")}}
     else:

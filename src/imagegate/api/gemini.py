@@ -9,9 +9,11 @@ is the prompt and its ``inlineData``/``fileData`` parts the reference images (wi
 recent image of an earlier turn, so a multi-turn "now make it purple" edits the last picture);
 ``generationConfig.imageConfig`` gives ``aspect_ratio``/``image_size`` and ``candidateCount``
 gives ``n``. The original body travels as ``job.native`` so a Gemini upstream receives every
-turn and setting. Errors are rendered in Google's shape by ``api/errors.py``; a refusal is not an
-error to a Google client but a 200 with ``promptFeedback.blockReason`` or a candidate whose
-``finishReason`` says why — rendered so here (the gateway has already released the hold).
+turn and setting; the ``generationConfig`` settings no job field holds are named in
+``job.native.settings``, so any other model reports them as dropped. Errors are rendered in
+Google's shape by ``api/errors.py``; a refusal is not an error to a Google client but a 200 with
+``promptFeedback.blockReason`` or a candidate whose ``finishReason`` says why — rendered so here
+(the gateway has already released the hold).
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from starlette.responses import Response
 from imagegate import imaging
 from imagegate.api import sse
 from imagegate.api.conversation import fit_references, model_text, public_model
-from imagegate.api.deps import PrincipalDep, StateDep
+from imagegate.api.deps import StateDep, WorkPrincipalDep
 from imagegate.api.errors import GOOGLE_STATUS
 from imagegate.api.images import pydantic_error, source_from_string
-from imagegate.api.render import image_items, json_response
+from imagegate.api.parsing import json_object
+from imagegate.api.render import answer_headers, image_items, json_response
 from imagegate.core.errors import (
     ContentRefused,
     ImagegateError,
@@ -69,7 +72,7 @@ BLOCK_REASONS = frozenset({"BLOCKED_REASON_UNSPECIFIED", "SAFETY", "OTHER", "BLO
                            "IMAGE_SAFETY"})
 
 
-async def generate_content(model: str, request: Request, state: StateDep, principal: PrincipalDep) -> Response:
+async def generate_content(model: str, request: Request, state: StateDep, principal: WorkPrincipalDep) -> Response:
     job, text_wanted = await parse(model, request, state)
     principal.require_model(job.model)
     request_id = uuid.uuid4().hex
@@ -78,14 +81,12 @@ async def generate_content(model: str, request: Request, state: StateDep, princi
         outcome = await state.gateway.execute(job, principal, request_id=request_id)
     except (ContentRefused, NoImageReturned) as exc:
         return json_response(reply.refusal(exc), headers={"x-request-id": request_id})
-    headers = {"x-request-id": request_id}
-    if outcome.dropped:
-        headers["x-imagegate-dropped-params"] = ",".join(outcome.dropped)
+    headers = answer_headers(request_id, outcome.dropped, outcome.adjusted)
     return json_response(await reply.whole(outcome), headers=headers)
 
 
 async def stream_generate_content(model: str, request: Request, state: StateDep,
-                                  principal: PrincipalDep) -> Response:
+                                  principal: WorkPrincipalDep) -> Response:
     job, text_wanted = await parse(model, request, state)
     principal.require_model(job.model)
     request_id = uuid.uuid4().hex
@@ -123,14 +124,9 @@ for _prefix in ("/v1beta", "/v1"):
 async def parse(model: str, request: Request, state: AppState) -> tuple[ImageJob, bool]:
     """The job of a ``generateContent`` body, and whether text parts may be answered."""
     public = public_model(model.removeprefix("models/"), state.router)
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest("Invalid JSON payload received.") from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a GenerateContentRequest object.")
-    try:
-        req = GenerateContentRequest.model_validate(body)
+    body = await json_object(request)
+    try:  # strict: candidateCount and seed are JSON integers (not true, "2" or 1.5)
+        req = GenerateContentRequest.model_validate(body, strict=True)
     except ValidationError as exc:
         raise pydantic_error(exc) from exc
     config = req.generation_config or GenerationConfig()
@@ -140,7 +136,7 @@ async def parse(model: str, request: Request, state: AppState) -> tuple[ImageJob
     if "IMAGE" not in modalities:
         raise InvalidRequest("This gateway draws images: responseModalities must include IMAGE.",
                              param="generationConfig.responseModalities")
-    n = config.candidate_count or 1
+    n = config.candidate_count or 1  # 0 is proto3's "unset": Google's default of one
     if not 1 <= n <= PUBLIC_MAX_N:
         raise InvalidRequest(f"candidateCount must be between 1 and {PUBLIC_MAX_N}.",
                              param="generationConfig.candidateCount")
@@ -153,9 +149,20 @@ async def parse(model: str, request: Request, state: AppState) -> tuple[ImageJob
         fields["image_size"] = image_config.image_size
     if config.seed is not None:
         fields["seed"] = config.seed
+    native = NativeRequest(protocol="gemini", body=body, settings=_unmapped_settings(config))
     job = ImageJob(model=public, prompt=prompt, n=n, images=images, response_format="b64_json",
-                   surface="gemini", native=NativeRequest(protocol="gemini", body=body), **fields)
+                   surface="gemini", native=native, **fields)
     return fit_references(state.router, job, implicit), "TEXT" in modalities
+
+
+def _unmapped_settings(config: GenerationConfig) -> list[str]:
+    """``generationConfig`` settings no job field carries (``temperature``, ``topK``,
+    ``imageConfig.personGeneration`` …), named as sent: a Gemini upstream receives them with the
+    body, any other model reports them as dropped."""
+    names = [f"generationConfig.{k}" for k in config.model_extra or {}]
+    if config.image_config is not None:
+        names += [f"generationConfig.imageConfig.{k}" for k in config.image_config.model_extra or {}]
+    return names
 
 
 def _prompt_and_images(req: GenerateContentRequest, state: AppState) -> tuple[str, list[ImageSource], bool]:

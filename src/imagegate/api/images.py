@@ -12,8 +12,9 @@ from starlette.formparsers import MultiPartException
 from starlette.responses import Response
 
 from imagegate import imaging
-from imagegate.api.deps import PrincipalDep, StateDep
-from imagegate.api.render import images_response, json_response
+from imagegate.api.deps import StateDep, WorkPrincipalDep
+from imagegate.api.parsing import async_flag, check_reference_scheme, not_json
+from imagegate.api.render import answer_headers, images_response, json_response
 from imagegate.api.schemas import GenerationRequest, ImageRequest, ImagesResponse
 from imagegate.core.errors import InvalidRequest, PayloadTooLarge
 from imagegate.core.job import Action, ImageJob, ImageSource
@@ -31,6 +32,7 @@ def pydantic_error(exc: ValidationError) -> InvalidRequest:
 def source_from_string(value: str, *, param: str, state: AppState) -> ImageSource:
     """A reference image given as text: an http(s) URL (fetched later, through the SSRF rules —
     checked here already so a literal private address is a 400 at once) or base64/data URI."""
+    check_reference_scheme(value, param=param)
     if value.startswith(("http://", "https://")):
         if not value.startswith(state.settings.public_url + "/files/"):
             state.safe.check_url(value, param=param)
@@ -42,15 +44,12 @@ def source_from_string(value: str, *, param: str, state: AppState) -> ImageSourc
 async def answer(state: AppState, request: Request, job: ImageJob, principal: Any) -> Response:
     principal.require_model(job.model)
     request_id = uuid.uuid4().hex
-    if request.query_params.get("async", "").lower() in ("true", "1", "yes"):
+    if async_flag(request):
         task_id = await state.tasks.submit(job, principal, webhook=request.query_params.get("webhook"))
         return json_response({"task_id": task_id, "code": "success", "message": "", "data": task_id})
     outcome = await state.gateway.execute(job, principal, request_id=request_id)
     body = await images_response(state, outcome, job.response_format)
-    headers = {"x-request-id": request_id}
-    if outcome.dropped:
-        headers["x-imagegate-dropped-params"] = ",".join(outcome.dropped)
-    return json_response(body, headers=headers)
+    return json_response(body, headers=answer_headers(request_id, outcome.dropped, outcome.adjusted))
 
 
 @router.post(
@@ -60,11 +59,14 @@ async def answer(state: AppState, request: Request, job: ImageJob, principal: An
         "application/json": {"schema": GenerationRequest.model_json_schema()}}}},
     summary="Create images from a prompt (and optional reference images)",
 )
-async def generations(request: Request, state: StateDep, principal: PrincipalDep) -> Response:
+async def generations(request: Request, state: StateDep, principal: WorkPrincipalDep) -> Response:
     # Parsed with pydantic-core straight from bytes: one pass over a possibly large base64 body.
+    # Strict: a number field takes a JSON number of its type (no ``true``, ``"7"`` or ``1.5`` for n).
     try:
-        req = GenerationRequest.model_validate_json(await request.body())
+        req = GenerationRequest.model_validate_json(await request.body(), strict=True)
     except ValidationError as exc:
+        if exc.errors()[0]["type"] == "json_invalid":
+            raise not_json(request, exc.errors()[0]["msg"]) from exc
         raise pydantic_error(exc) from exc
     refs = req.image if isinstance(req.image, list) else [req.image] if req.image else []
     images = [source_from_string(v, param=f"image[{i}]", state=state) for i, v in enumerate(refs)]
@@ -86,7 +88,7 @@ _FILE_FIELDS = ("image", "image[]", "mask")
         }}}}}},
     summary="Edit images (several images, optional mask)",
 )
-async def edits(request: Request, state: StateDep, principal: PrincipalDep) -> Response:
+async def edits(request: Request, state: StateDep, principal: WorkPrincipalDep) -> Response:
     limits = state.settings.limits
     try:
         form = await request.form(max_files=limits.max_files + 1, max_fields=200)

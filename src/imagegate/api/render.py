@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from starlette.responses import Response
@@ -17,6 +18,19 @@ from imagegate.state import AppState
 
 def json_response(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def answer_headers(request_id: str, dropped: Sequence[str] = (), adjusted: Sequence[str] = ()) -> dict[str, str]:
+    """The headers of an answer: ``x-request-id``, and ``x-imagegate-dropped-params`` when the model
+    ignored parameters. Their names come from the caller's body, so each is percent-encoded (UTF-8;
+    letters, digits and ``-._~`` kept, a comma encoded too): a header value must be latin-1, and the
+    list stays one name per comma. Every surface builds its headers here."""
+    headers = {"x-request-id": request_id}
+    if dropped:
+        headers["x-imagegate-dropped-params"] = ",".join(quote(name, safe="") for name in dropped)
+    if adjusted:  # ``aspect_ratio=4:1->21:9``: validated values, yet escaped the same way (``٤:١`` parses)
+        headers["x-imagegate-adjusted-params"] = ",".join(quote(item, safe="=:->") for item in adjusted)
+    return headers
 
 
 async def image_items(state: AppState, delivered: list[Delivered], fmt: ResponseFormat) -> list[dict[str, Any]]:

@@ -7,11 +7,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagegate.core.job import Action, ImageJob, ImageSource, ResponseFormat
+from imagegate.routing import SEED_MAX, SEED_MIN
 
 
 class ImageRequest(BaseModel):
     """Fields shared by generations and edits. Unknown fields are kept and passed to models that
-    understand them (see ``docs/models.md``)."""
+    understand them (see ``docs/models.md``). JSON bodies are validated in strict mode (a number
+    field takes a JSON number of its type, never ``true`` or ``"7"``); multipart fields are text and
+    are converted."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -28,7 +31,8 @@ class ImageRequest(BaseModel):
     output_compression: int | None = Field(default=None, ge=0, le=100)
     moderation: Literal["low", "auto"] | None = None
     input_fidelity: Literal["high", "low"] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX,
+                             description="32-bit signed; mapped onto what each upstream takes (docs/models.md).")
     negative_prompt: str | None = None
     strength: float | None = Field(default=None, ge=0, le=1, description="Image-to-image strength.")
     response_format: ResponseFormat = Field(default="url", description="url (served by this gateway) or b64_json.")

@@ -48,7 +48,7 @@ def usage_body(report: UsageReport) -> dict[str, Any]:
 
 
 Limit = Annotated[int, Query(ge=1, le=500, description="Recent requests per page")]
-Before = Annotated[int | None, Query(ge=1, description="Cursor: `next_before` of the previous page")]
+Before = Annotated[int | None, Query(ge=1, le=2**63 - 1, description="Cursor: `next_before` of the previous page")]
 Since = Annotated[float | None, Query(ge=0, description="Only requests from this Unix time on")]
 
 

@@ -3,9 +3,8 @@ unpriced models never touch the ledger, so a self-hoster who does not bill pays 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
+import time
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,6 +12,7 @@ from imagegate.accounts import Principal
 from imagegate.billing.ledger import Ledger
 from imagegate.billing.prices import Pricer
 from imagegate.core.job import ImageJob, Usage
+from imagegate.instance import InstanceLease
 
 log = logging.getLogger("imagegate.billing")
 
@@ -20,13 +20,16 @@ log = logging.getLogger("imagegate.billing")
 class Billing:
     """Holds and settlements of jobs, priced by ``pricer`` and booked in ``ledger``.
 
-    ``hold_margin`` is added to every hold's TTL: the reaper may release a hold only once the
-    request that placed it cannot still be running (``expired_holds``)."""
+    Every hold records ``instance`` (this process); the reaper releases the holds of processes
+    whose heartbeat went stale at once, and others only once the request that placed them cannot
+    still be running (the TTL plus ``hold_margin``, a backstop; see ``Ledger.expired_holds``)."""
 
-    def __init__(self, pricer: Pricer, ledger: Ledger, *, hold_margin: float = 60.0) -> None:
+    def __init__(self, pricer: Pricer, ledger: Ledger, *, hold_margin: float = 60.0,
+                 instance: InstanceLease | None = None) -> None:
         self.pricer = pricer
         self.ledger = ledger
         self.hold_margin = hold_margin
+        self.instance = instance
 
     async def hold(self, principal: Principal, job: ImageJob, ref: str, *, ttl: float) -> str | None:
         """Set aside the most ``job`` can cost until ``ttl`` seconds (plus the margin) from now;
@@ -36,7 +39,8 @@ class Billing:
         amount = self.pricer.max_cost(job)
         if amount == 0:
             return None
-        return await self.ledger.hold(principal.account_id, amount, ref, ttl=ttl + self.hold_margin)
+        return await self.ledger.hold(principal.account_id, amount, ref, ttl=ttl + self.hold_margin,
+                                      instance_id=self.instance.id if self.instance else None)
 
     async def settle(self, hold_id: str | None, job: ImageJob, delivered: int, usage: Usage | None,
                      session: AsyncSession | None = None) -> int:
@@ -50,30 +54,8 @@ class Billing:
 
     async def reap(self) -> int:
         """Release holds left behind by crashed requests; returns how many."""
-        return await self.ledger.release_expired()
+        if self.instance is None:
+            return await self.ledger.release_expired()
+        return await self.ledger.release_expired(stale_before=time.time() - self.instance.stale_after,
+                                                 alive=self.instance.id)
 
-
-class HoldReaper:
-    """Runs ``Billing.reap`` at start-up and every ``interval`` seconds in the app's lifespan."""
-
-    def __init__(self, billing: Billing, interval: float) -> None:
-        self._billing = billing
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._billing.reap()
-            except Exception:  # a locked or unreachable database must not end the loop
-                log.exception("hold reaper pass failed")
-            await asyncio.sleep(self._interval)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="hold-reaper")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task

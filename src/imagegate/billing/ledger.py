@@ -13,12 +13,12 @@ import logging
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Exists, and_, exists, func, not_, or_, select, update
+from sqlalchemy import Exists, and_, exists, false, func, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate.accounts import new_id
 from imagegate.core.errors import InsufficientQuota
-from imagegate.db.models import Account, Hold, LedgerEntry, Task
+from imagegate.db.models import Account, Hold, Instance, LedgerEntry, Task
 
 log = logging.getLogger("imagegate.billing")
 
@@ -51,7 +51,8 @@ class Ledger:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def hold(self, account_id: str, amount: int, ref: str, *, ttl: float) -> str:
+    async def hold(self, account_id: str, amount: int, ref: str, *, ttl: float,
+                   instance_id: str | None = None) -> str:
         """Take ``amount`` out of the balance for ``ref`` until settled; raises ``InsufficientQuota``."""
         if amount <= 0:
             raise ValueError("a hold must be positive")
@@ -67,7 +68,7 @@ class Ledger:
                     "Top up your account and retry."
                 )
             hold = Hold(id=new_id("hold"), account_id=account_id, amount=amount, ref=ref,
-                        created_at=now, expires_at=now + ttl, settled=False)
+                        created_at=now, expires_at=now + ttl, settled=False, instance_id=instance_id)
             s.add(hold)
             s.add(LedgerEntry(account_id=account_id, ref=ref, kind="hold", amount=-amount, created_at=now))
         return hold.id
@@ -110,20 +111,30 @@ class Ledger:
         async with self._sessions.begin() as s:
             await credit(s, account_id, amount)
 
-    async def expired_holds(self, now: float) -> list[str]:
-        """Unsettled holds past their expiry that nothing can settle any more: those of sync
-        requests (their process died), and those of tasks that failed. A hold whose task is
-        queued, running or succeeded is the task's to settle — never the reaper's."""
+    async def expired_holds(self, now: float, *, stale_before: float | None = None,
+                            alive: str | None = None) -> list[str]:
+        """Unsettled holds that nothing can settle any more: those placed by a process whose
+        heartbeat is older than ``stale_before`` (or gone), and any past its expiry (a sync
+        request that cannot still be running, a task that failed). A hold whose task is queued,
+        running or succeeded is the task's to settle, and one placed by ``alive`` (the caller's
+        own process) is still its own — never the reaper's."""
+        orphaned = Hold.expires_at < now
+        if stale_before is not None:
+            beating = select(Instance.id).where(Instance.heartbeat_at >= stale_before)
+            orphaned = or_(orphaned, and_(Hold.instance_id.is_not(None), Hold.instance_id.not_in(beating)))
+        mine = Hold.instance_id == alive if alive is not None else false()
         async with self._sessions() as s:
-            rows = await s.execute(
-                select(Hold.id).where(and_(Hold.settled.is_(False), Hold.expires_at < now, not_(_task_may_charge())))
-            )
+            rows = await s.execute(select(Hold.id).where(
+                Hold.settled.is_(False), orphaned, not_(and_(mine, Hold.expires_at >= now)),
+                not_(_task_may_charge())))
             return list(rows.scalars())
 
-    async def release_expired(self, now: float | None = None) -> int:
-        """Release every expired hold (see ``expired_holds``); returns how many this call released."""
+    async def release_expired(self, now: float | None = None, *, stale_before: float | None = None,
+                              alive: str | None = None) -> int:
+        """Release the holds ``expired_holds`` finds; returns how many this call released."""
         released = 0
-        for hold_id in await self.expired_holds(time.time() if now is None else now):
+        now = time.time() if now is None else now
+        for hold_id in await self.expired_holds(now, stale_before=stale_before, alive=alive):
             async with self._sessions.begin() as s:
                 # Re-checked inside the settling transaction: a task may have claimed its hold since.
                 still = await s.execute(select(Hold.id).where(

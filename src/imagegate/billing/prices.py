@@ -17,6 +17,8 @@ from imagegate.config import PriceConfig
 from imagegate.core.job import ImageJob, Usage
 
 MICRO = 1_000_000
+MAX_AMOUNT = 10**12
+"""The largest amount one operator call may add (currency units); ~9.2e12 fit a balance."""
 _UNSET = frozenset({"", "auto"})
 
 
@@ -43,6 +45,8 @@ def parse_amount(text: str | int | float | Decimal) -> int:
     micros = value * MICRO
     if micros != micros.to_integral_value():
         raise ValueError(f"{text!r} has more than 6 decimal places")
+    if value > MAX_AMOUNT:  # balances are 64-bit micro-units: leave room to add amounts up
+        raise ValueError(f"{text!r} is more than {MAX_AMOUNT}")
     return int(micros)
 
 

@@ -14,6 +14,7 @@ adapters translate upstream failures into the ``UpstreamError`` branch at their 
     │   ├── NotFound                    404
     │   │   ├── ModelNotFound           404
     │   │   └── TaskNotFound            404
+    │   ├── IdempotencyConflict         409   the ``Idempotency-Key`` names another request
     │   ├── RateLimited                 429
     │   └── InsufficientQuota           429
     └── UpstreamError                   502 upstream_error          (the upstream's outcome)
@@ -90,6 +91,11 @@ class ModelNotFound(NotFound):
 
 class TaskNotFound(NotFound):
     code = "task_not_found"
+
+
+class IdempotencyConflict(RequestError):
+    status = 409
+    code = "idempotency_key_reused"
 
 
 class RateLimited(RequestError):

@@ -3,37 +3,75 @@
 Pure functions; each adapter declares its supported sizes or ratios and calls these to snap a
 request to the nearest one. "Nearest" compares aspect ratios on a log scale (so 2:1 and 1:2 are
 equally far from 1:1), then area.
+
+What a caller may ask for at all is checked here too: a size is ``WxH`` with each side within
+``MIN_SIDE``..``MAX_SIDE`` (what no model can draw is refused, not snapped), and an aspect ratio is
+one of ``PUBLIC_RATIOS`` (or one a model declares besides them) — an enumeration, not a number to
+approximate.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from imagegate.core.errors import InvalidRequest
 
-PUBLIC_RATIOS = ("21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21", "4:5", "5:4")
+PUBLIC_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "9:21", "21:9", "1:4", "4:1",
+                 "1:8", "8:1")
+"""The aspect ratios every model takes: one it does not draw is snapped to its nearest (and the
+answer says so in ``x-imagegate-adjusted-params``)."""
+MIN_SIDE = 64
+"""Smallest side a caller may ask for (models with free sizes would draw a 1x1 picture)."""
+MAX_SIDE = 16384
+"""Largest side any model draws (Seedream 4.0 at 16:1)."""
 
-_SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX*×]\s*(\d{1,5})\s*$")
+_SIZE = re.compile(r"^\s*(\d+)\s*[xX*×]\s*(\d+)\s*$")
 _RATIO = re.compile(r"^\s*(\d{1,3}(?:\.\d+)?)\s*:\s*(\d{1,3}(?:\.\d+)?)\s*$")
 
 
 def parse_size(size: str | None, *, param: str = "size") -> tuple[int, int] | None:
-    """``"1024x768"`` → ``(1024, 768)``; ``None``/``"auto"`` → ``None``."""
+    """``"1024x768"`` → ``(1024, 768)``; ``None``/``"auto"`` → ``None``. Sides outside
+    ``MIN_SIDE``..``MAX_SIDE`` are refused."""
     if size is None or size.strip().lower() == "auto":
         return None
     m = _SIZE.match(size)
-    if not m or int(m[1]) == 0 or int(m[2]) == 0:
-        raise InvalidRequest(f"size must look like 1024x1024 or be 'auto', not {size!r}.", param=param)
-    return int(m[1]), int(m[2])
+    if not m:
+        raise InvalidRequest(f"size must be WIDTHxHEIGHT in pixels (e.g. 1024x1024) or 'auto', not {size!r}.",
+                             param=param)
+    w, h = (int(side) if len(side) <= 9 else MAX_SIDE + 1 for side in (m[1], m[2]))
+    if max(w, h) > MAX_SIDE:
+        raise InvalidRequest(f"size {size!r} is too large: no side may exceed {MAX_SIDE} px.", param=param)
+    if min(w, h) < MIN_SIDE:
+        raise InvalidRequest(f"size {size!r} is too small: each side must be at least {MIN_SIDE} px.", param=param)
+    return w, h
 
 
 def parse_ratio(ratio: str, *, param: str = "aspect_ratio") -> float:
     m = _RATIO.match(ratio)
     if not m or float(m[1]) == 0 or float(m[2]) == 0:
-        raise InvalidRequest(f"aspect_ratio must look like 16:9, not {ratio!r}.", param=param)
+        raise InvalidRequest(f"aspect_ratio must be W:H, one of {', '.join(PUBLIC_RATIOS)}; not {ratio!r}.",
+                             param=param)
     return float(m[1]) / float(m[2])
+
+
+def known_ratio(ratio: str, choices: Iterable[str]) -> str | None:
+    """The one of ``choices`` that ``ratio`` names (``"16:9"``, ``" 16 : 9 "`` and ``"32:18"`` all
+    name ``"16:9"``), or None."""
+    value = parse_ratio(ratio)
+    return next((c for c in choices if math.isclose(parse_ratio(c), value, rel_tol=1e-9)), None)
+
+
+def ratio_of(wh: tuple[int, int]) -> str:
+    """``(1536, 1024)`` → ``"3:2"``."""
+    g = math.gcd(*wh)
+    return f"{wh[0] // g}:{wh[1] // g}"
+
+
+def same_shape(a: float, b: float, tolerance: float = 0.01) -> bool:
+    """Whether two aspect ratios are the same shape to within ``tolerance`` (1 %: 1820x1024 is 16:9)."""
+    return _distance(a, b) < tolerance
 
 
 def requested_ratio(size: str | None, aspect_ratio: str | None) -> float | None:

@@ -39,6 +39,10 @@ class NativeRequest(BaseModel):
 
     protocol: Literal["gemini", "chat"]
     body: dict[str, Any]
+    settings: list[str] = Field(default_factory=list)
+    """Settings of the body no job field carries (``generationConfig.temperature`` …): an
+    upstream of the same protocol receives them with the body; any other model reports them in
+    ``x-imagegate-dropped-params``."""
 
 
 class ImageJob(BaseModel):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -22,6 +22,43 @@ class Meta(Base):
     __tablename__ = "meta"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class Instance(Base):
+    """A running gateway process (every worker of every replica), kept alive by a heartbeat."""
+
+    __tablename__ = "instances"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class Epoch(Base):
+    """A change counter (``keys``, …): bumped in the transaction of a change, watched by every
+    process so its caches forget what changed without a database read per request."""
+
+    __tablename__ = "epochs"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class IdempotentRequest(Base):
+    """The first answer to a request sent with an ``Idempotency-Key``, replayed to its repeats."""
+
+    __tablename__ = "idempotent_requests"
+    account_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of the method, path, query and body: the same key with another body is a 409."""
+    instance_id: Mapped[str] = mapped_column(String(40))
+    """The process running the first request; if it dies, a repeat takes the request over."""
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    headers: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, index=True)
 
 
 class Account(Base):
@@ -95,6 +132,9 @@ class Hold(Base):
     expires_at: Mapped[float] = mapped_column(Float)
     """For sync requests: after this the reaper releases it (the request cannot still be running)."""
     settled: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    instance_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    """The gateway process that placed it: when that process's heartbeat goes stale, the reaper
+    may release the hold of a sync request without waiting for ``expires_at``."""
 
 
 class LedgerEntry(Base):
@@ -145,3 +185,16 @@ class WebhookDelivery(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
     __table_args__ = (Index("ix_webhooks_due", "status", "next_attempt_at"),)
+
+
+class WebhookEndpoint(Base):
+    """A webhook URL's health: after ``tasks.webhook_pause_after`` failed attempts in a row its
+    deliveries pause (kept, not sent) until an operator resumes it."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """SHA-256 of the URL (URLs can be longer than an index allows)."""
+    url: Mapped[str] = mapped_column(Text)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    paused_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")

@@ -55,7 +55,7 @@ class LocalRequest:
 
     prompt: str
     n: int = 1
-    seed: int | None = None  # None -> random; same seed -> same pixels
+    seed: int | None = None  # None -> random; same seed -> same pixels; negative wraps to unsigned 64-bit
     init_image: U8 | None = None  # HxWx3 uint8, any size (resized to native)
     strength: float | None = None  # img2img: 0 keeps the init image, 1 ignores it
     mask: npt.NDArray[np.bool_] | None = None  # HxW, True = repaint; requires init_image
@@ -242,7 +242,8 @@ class ShapesEngine:
         if not 1 <= steps <= MAX_STEPS:
             raise ValueError(f"steps must be in 1..{MAX_STEPS}")
         guidance = self.default_guidance if req.guidance is None else float(req.guidance)
-        seed = secrets.randbits(63) if req.seed is None else int(req.seed)
+        # numpy's SeedSequence takes non-negative integers only: a negative seed wraps (two's complement)
+        seed = secrets.randbits(63) if req.seed is None else int(req.seed) % 2**64
         s = self.native_size
         tokens: I64 = np.asarray(vocab.parse(req.prompt).tokens(), np.int64)
         init: F32 | None = None

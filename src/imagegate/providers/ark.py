@@ -1,6 +1,6 @@
 """Volcengine Ark / BytePlus ModelArk: Seedream 4.0, Seedream 3.0 t2i and SeedEdit 3.0.
 
-Wire contract: ``../shared/docs/providers.md`` §6 (``volcengine/volcengine-python-sdk``,
+Wire contract: the official SDK (``volcengine/volcengine-python-sdk``,
 ``volcenginesdkarkruntime/resources/images/images.py``): one synchronous, non-streamed
 ``POST /images/generations``. Choices:
 
@@ -128,8 +128,8 @@ class ArkAdapter(Adapter):
             body["image"] = [_data_uri(img) for img in call.images]
         if family == "seedream4":
             body["sequential_image_generation"] = "disabled"
-        if job.seed is not None:
-            body["seed"] = job.seed
+        if job.seed is not None:  # Ark takes 0..2^31-1 (-1: random): a negative int32 keeps its low 31 bits
+            body["seed"] = job.seed & 0x7FFFFFFF
         if family != "seedream4" and (scale := guidance(job)) is not None:
             body["guidance_scale"] = scale
         return body

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import aiohttp
 import orjson
@@ -40,6 +40,12 @@ class ModelSpec(BaseModel):
     max_images: int = 0
     """Reference images accepted (0: text to image only)."""
     requires_image: bool = False
+    images_on_generate: bool = True
+    """Reference images are taken on generations too (image to image); False: only on edits
+    (dall-e-2, whose edits are inpainting). Either way, never dropped silently: a 400."""
+    edit_without_image: bool = False
+    """An edit may come with no image at all (the model then draws from the prompt: Gemini);
+    otherwise an edit without an image is a 400."""
     mask: bool = False
     prompt_urls: bool = False
     """Reference images may be written into the prompt as URLs separated by spaces (FLUX
@@ -47,6 +53,21 @@ class ModelSpec(BaseModel):
     params: frozenset[str] = Field(default_factory=frozenset)
     """Public parameters honoured besides model, prompt, n, response_format, image and mask;
     others are dropped and reported in the ``x-imagegate-dropped-params`` header."""
+    native_protocol: Literal["gemini", "chat"] | None = None
+    """The surface whose original body (``job.native``) this model's adapter sends on with every
+    setting in it; settings of that body no job field carries are reported as dropped on any
+    other model."""
+    max_prompt: int | None = None
+    """Characters of prompt the vendor documents (None: only ``limits.max_prompt_chars``)."""
+    ratios: tuple[str, ...] | None = None
+    """Aspect ratios the model draws, as the adapter sends them; another ratio of the public set
+    is snapped to the nearest of these and reported in ``x-imagegate-adjusted-params``. None: the
+    shape is free (or the sizes below say it)."""
+    sizes: tuple[tuple[int, int], ...] | None = None
+    """The only sizes the model makes (a request is snapped to the nearest); None: free sizes."""
+    max_side: int | None = None
+    """Largest side a model with free sizes draws, when a larger request is refused rather than
+    scaled down (the embedded model)."""
 
 
 class NoOptions(BaseModel):

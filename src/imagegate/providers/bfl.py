@@ -1,6 +1,6 @@
 """Black Forest Labs FLUX API (``api.bfl.ai``): submit, then poll the returned ``polling_url``.
 
-Wire contract: ``../shared/docs/providers.md`` §3; field rules from the official SDK
+Wire contract: BFL's API reference (docs.bfl.ai); field rules from the official SDK
 (``black-forest-labs/blackforest`` ``types/inputs/*``).
 
 - Every model is ``POST /v1/<model>``; the answer is ``{id, polling_url}``. We poll the returned
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from imagegate.core import errors
 from imagegate.core.errors import InvalidRequest
@@ -50,7 +50,7 @@ class _Rules:
 
 def _kontext(requires_image: bool) -> _Rules:
     return _Rules(ModelSpec(actions=frozenset({"generate", "edit"}), max_n=1, max_images=4,
-                            requires_image=requires_image, prompt_urls=True, params=_COMMON),
+                            requires_image=requires_image, prompt_urls=True, params=_COMMON, ratios=RATIOS),
                   "ratio", _KONTEXT_IMAGES)
 
 
@@ -59,7 +59,8 @@ _DIMS_STEPS = _Rules(ModelSpec(max_n=1, max_images=1, params=_COMMON | {"steps",
                      "dims", ("image_prompt",), ("steps", "guidance"))
 _RULES: dict[str, _Rules] = {
     "flux-kontext-dev": _kontext(requires_image=True),
-    "flux-pro-1.1-ultra": _Rules(ModelSpec(max_n=1, max_images=1, params=_COMMON | {"strength", "raw"}),
+    "flux-pro-1.1-ultra": _Rules(ModelSpec(max_n=1, max_images=1, params=_COMMON | {"strength", "raw"},
+                                           ratios=RATIOS),
                                  "ratio", ("image_prompt",), ("raw",)),
     "flux-dev": _DIMS_STEPS,
     "flux-pro": _DIMS_STEPS,
@@ -82,6 +83,13 @@ class _Extras(BaseModel):
     steps: int | None = Field(default=None, ge=1, le=50)
     guidance: float | None = Field(default=None, ge=1.5, le=5.0)
     raw: bool | None = None
+
+    @field_validator("safety_tolerance", "steps", "guidance", mode="before")
+    @classmethod
+    def _number_not_flag(cls, value: object) -> object:
+        if isinstance(value, bool):  # pydantic would take true as 1
+            raise ValueError("must be a number, not true or false")
+        return value
 
 
 class _Submitted(BaseModel):

@@ -1,6 +1,6 @@
 """Alibaba Cloud DashScope (Model Studio): qwen-image and qwen-image-edit.
 
-Wire contract: ``../shared/docs/providers.md`` §5 (``dashscope/dashscope-sdk-python``). Two
+Wire contract: Model Studio's API docs and the official SDK (``dashscope/dashscope-sdk-python``). Two
 endpoints:
 
 - ``qwen-image`` (and ``qwen-image-plus``) is an **async task**: ``POST
@@ -38,11 +38,11 @@ from imagegate.providers.base import Adapter, ModelSpec, Reply
 QWEN_IMAGE_SIZES = ((1664, 928), (1472, 1140), (1328, 1328), (1140, 1472), (928, 1664))
 MAX_PROMPT = 800
 _T2I_PARAMS = frozenset({"size", "aspect_ratio", "negative_prompt", "seed", "prompt_extend", "watermark"})
-_T2I = ModelSpec(max_n=1, params=_T2I_PARAMS)
+_T2I = ModelSpec(max_n=1, params=_T2I_PARAMS, sizes=QWEN_IMAGE_SIZES, max_prompt=MAX_PROMPT)
 _EDIT = ModelSpec(actions=frozenset({"generate", "edit"}), max_n=1, max_images=1, requires_image=True,
-                  params=frozenset({"negative_prompt", "seed", "prompt_extend", "watermark"}))
+                  params=frozenset({"negative_prompt", "seed", "prompt_extend", "watermark"}), max_prompt=MAX_PROMPT)
 _EDIT_PLUS = ModelSpec(actions=frozenset({"generate", "edit"}), max_n=6, max_images=3, requires_image=True,
-                       params=_T2I_PARAMS)
+                       params=_T2I_PARAMS, max_prompt=MAX_PROMPT)
 
 
 def _is_edit(model: str) -> bool:
@@ -143,9 +143,6 @@ class DashScopeAdapter(Adapter):
         return _EDIT if upstream_model == "qwen-image-edit" else _EDIT_PLUS
 
     def check(self, job: ImageJob, upstream_model: str) -> None:
-        if len(job.prompt) > MAX_PROMPT:
-            raise InvalidRequest(f"prompt is {len(job.prompt)} characters; {job.model} takes at most "
-                                 f"{MAX_PROMPT}.", param="prompt")
         flag(job, "prompt_extend")
         flag(job, "watermark")
 
@@ -172,8 +169,8 @@ class DashScopeAdapter(Adapter):
         params: dict[str, Any] = {"n": call.n, "watermark": flag(job, "watermark") or False}
         if "size" in spec.params and (size := self._size(job, call.upstream_model)):
             params["size"] = size
-        if job.seed is not None:
-            params["seed"] = job.seed
+        if job.seed is not None:  # DashScope takes 0..2^31-1: a negative int32 seed keeps its low 31 bits
+            params["seed"] = job.seed & 0x7FFFFFFF
         if (extend := flag(job, "prompt_extend")) is not None:
             params["prompt_extend"] = extend
         if job.negative_prompt and _is_edit(call.upstream_model):

@@ -1,6 +1,6 @@
 """FLUX models on fal.ai's queue.
 
-Wire contract: ``../shared/docs/providers.md`` §7 and the official JS client ``fal-ai/fal-js``
+Wire contract: fal.ai's queue docs (fal.ai/docs) and the official JS client ``fal-ai/fal-js``
 (``libs/client/src/queue.ts``, ``types/common.ts``, ``types/endpoints.ts`` @ 381105e):
 
 - submit ``POST {base}/{app}`` with the model input as the JSON body, ``Authorization: Key``;
@@ -14,18 +14,28 @@ Wire contract: ``../shared/docs/providers.md`` §7 and the official JS client ``
 - result ``{images: [{url, width, height, content_type}], has_nsfw_concepts: [bool], seed}``;
   ``url`` may be a data URI.
 
-Inputs (from the generated endpoint types): ``fal-ai/flux/dev``, ``fal-ai/flux/schnell`` and
-``fal-ai/flux-pro/v1.1`` take ``image_size`` (an enum or ``{width, height}``); the Kontext apps
-take ``aspect_ratio`` (nine ratios) and ``image_url`` — with no reference image we call their
-``/text-to-image`` sub-app, with several their ``/multi`` sub-app (``image_urls``). All take
-``num_images``, ``seed`` and ``output_format`` (jpeg/png). fal's model pages give ``num_images``
-1–4; the generated types state no bound (unverified), so we ask for at most 4 per call.
+Inputs (``libs/client/src/types/endpoints.ts`` @ 381105e, one rule per app in ``_APPS``):
+
+- ``fal-ai/flux/dev``, ``fal-ai/flux/schnell`` (``FluxDevInput``) and ``fal-ai/flux-pro/v1.1``
+  (``FluxProV11Input``) take ``image_size`` (an enum or ``{width, height}``) and no image;
+- Kontext [pro]/[max] (``fal-ai/flux-pro/kontext``, ``…/kontext/max``: ``FluxKontextInput``) take
+  ``aspect_ratio`` (nine ratios) and a required ``image_url`` — with no reference image we call
+  their ``/text-to-image`` sub-app, with several their ``/multi`` sub-app (``image_urls``);
+- Kontext [dev] (``fal-ai/flux-kontext/dev``: ``DevKontextEditInput``) requires ``image_url`` (one
+  image; it has no ``/text-to-image`` or ``/multi`` sub-app) and takes ``resolution_mode`` (``auto``,
+  ``match_input`` — its default, the reference's shape — or eleven ratios) instead of
+  ``aspect_ratio``.
+
+All take ``num_images``, ``seed`` and ``output_format`` (jpeg/png). ``num_images`` is 1–4 on fal's
+model API reference (fal.ai/docs/model-api-reference, e.g. ``flux-pro-kontext-multi``: "Range: 1 to
+4"); the generated types state no bound, so we ask for at most 4 per call.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -35,19 +45,57 @@ from imagegate.core.geometry import dims_for_ratio, fit_within, nearest_ratio, p
 from imagegate.core.job import Call, ImageJob, InputImage, OutputImage, Pending, ProviderResult
 from imagegate.providers.base import Adapter, ModelSpec, Reply
 
+# FluxKontextInput.aspect_ratio
 _KONTEXT_RATIOS = ("21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21")
+# DevKontextEditInput.resolution_mode, less its two modes (``match_input``, the default, is what we want
+# when the caller asks for no shape)
+_DEV_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
 # fal's named sizes (all about one megapixel), used when the caller's shape is one of them.
 _NAMED_SIZES = {"1:1": "square_hd", "4:3": "landscape_4_3", "16:9": "landscape_16_9",
                 "3:4": "portrait_4_3", "9:16": "portrait_16_9"}
 _FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg"}
 _PARAMS = frozenset({"size", "aspect_ratio", "seed", "output_format"})
-_TEXT_SPEC = ModelSpec(max_n=4, params=_PARAMS)
-_KONTEXT_SPEC = ModelSpec(actions=frozenset({"generate", "edit"}), max_n=4, max_images=4, prompt_urls=True,
-                          params=_PARAMS)
+_EDIT = frozenset({"generate", "edit"})
 
 
-def _kontext(app: str) -> bool:
-    return "/kontext" in app
+@dataclass(frozen=True)
+class _App:
+    """How one fal app takes its input (see the module docstring for the source of each rule)."""
+
+    spec: ModelSpec
+    shape: Literal["image_size", "aspect_ratio", "resolution_mode"]
+    """The field that carries the output's shape."""
+    ratios: tuple[str, ...] = ()
+    sub_apps: bool = False
+    """``/text-to-image`` without a reference image, ``/multi`` (``image_urls``) with several."""
+
+
+# FluxDevInput (flux/dev, flux/schnell), FluxProV11Input: text only, ``image_size``.
+_TEXT = _App(ModelSpec(max_n=4, params=_PARAMS), "image_size")
+# FluxKontextInput (+ FluxKontextMultiInput, FluxProKontextTextToImageInput): 0–4 images.
+_KONTEXT = _App(ModelSpec(actions=_EDIT, max_n=4, max_images=4, prompt_urls=True, params=_PARAMS,
+                          ratios=_KONTEXT_RATIOS), "aspect_ratio", _KONTEXT_RATIOS, sub_apps=True)
+# DevKontextEditInput: ``image_url`` required (exactly one image), ``resolution_mode``.
+_KONTEXT_DEV = _App(ModelSpec(actions=_EDIT, max_n=4, max_images=1, requires_image=True, prompt_urls=True,
+                              params=_PARAMS, ratios=_DEV_RATIOS), "resolution_mode", _DEV_RATIOS)
+_APPS: dict[str, _App] = {
+    "fal-ai/flux/dev": _TEXT,
+    "fal-ai/flux/schnell": _TEXT,
+    "fal-ai/flux-pro/v1.1": _TEXT,
+    "fal-ai/flux-pro/kontext": _KONTEXT,
+    "fal-ai/flux-pro/kontext/max": _KONTEXT,
+    "fal-ai/flux-kontext/dev": _KONTEXT_DEV,
+    "fal-ai/flux-kontext-lora": _KONTEXT_DEV,  # BaseKontextEditInput: the same fields plus ``loras``
+}
+
+
+def _app(upstream_model: str) -> _App:
+    """The rules of a listed app; an unlisted one is judged by its family's path."""
+    if upstream_model in _APPS:
+        return _APPS[upstream_model]
+    if upstream_model.startswith("fal-ai/flux-kontext"):
+        return _KONTEXT_DEV
+    return _KONTEXT if "/kontext" in upstream_model else _TEXT
 
 
 class _Submitted(BaseModel):
@@ -93,10 +141,11 @@ class FalAdapter(Adapter):
         "flux-pro-1.1": "fal-ai/flux-pro/v1.1",
         "flux-kontext-pro": "fal-ai/flux-pro/kontext",
         "flux-kontext-max": "fal-ai/flux-pro/kontext/max",
+        "flux-kontext-dev": "fal-ai/flux-kontext/dev",
     }
 
     def spec(self, upstream_model: str) -> ModelSpec:
-        return _KONTEXT_SPEC if _kontext(upstream_model) else _TEXT_SPEC
+        return _app(upstream_model).spec
 
     def check(self, job: ImageJob, upstream_model: str) -> None:
         if job.output_format and job.output_format.lower() not in _FORMATS:
@@ -115,23 +164,23 @@ class FalAdapter(Adapter):
                              "request_id": queued.request_id})
 
     def _request(self, call: Call) -> tuple[str, dict[str, Any]]:
-        job, app = call.job, call.upstream_model
+        job, app, rules = call.job, call.upstream_model, _app(call.upstream_model)
         body: dict[str, Any] = {"prompt": job.prompt, "num_images": call.n}
         if job.seed is not None:
             body["seed"] = job.seed
         if job.output_format:
             body["output_format"] = _FORMATS[job.output_format.lower()]
+        if rules.shape == "image_size":
+            body["image_size"] = self._image_size(job)
+            return app, body
         ratio = requested_ratio(job.size, job.aspect_ratio)
-        if _kontext(app):
-            if ratio is not None:
-                body["aspect_ratio"] = nearest_ratio(ratio, _KONTEXT_RATIOS)
-            if not call.images:
-                return f"{app}/text-to-image", body
-            if len(call.images) == 1:
-                return app, {**body, "image_url": _data_uri(call.images[0])}
+        if ratio is not None:  # nothing asked: not sent (Kontext follows the reference image)
+            body[rules.shape] = nearest_ratio(ratio, rules.ratios)
+        if rules.sub_apps and not call.images:
+            return f"{app}/text-to-image", body
+        if rules.sub_apps and len(call.images) > 1:
             return f"{app}/multi", {**body, "image_urls": [_data_uri(i) for i in call.images]}
-        body["image_size"] = self._image_size(job)
-        return app, body
+        return app, {**body, "image_url": _data_uri(call.images[0])}
 
     @staticmethod
     def _image_size(job: ImageJob) -> str | dict[str, int]:

@@ -1,6 +1,7 @@
 """Google Gemini image models ("Nano Banana") over ``generateContent``.
 
-Wire contract: ``../shared/docs/providers.md`` §2; wire models in ``gemini_types.py``.
+Wire contract: the Gemini API docs (ai.google.dev) and the official SDK ``googleapis/python-genai``;
+wire models in ``gemini_types.py``.
 
 - One call makes one image (``max_n=1``; the gateway fans ``n`` out in parallel).
 - ``size``/``aspect_ratio`` become ``imageConfig.aspectRatio``, the nearest ratio Gemini draws;
@@ -58,10 +59,14 @@ class _Rules:
 
 # Input-image caps: Google's guide says 2.5 Flash Image "works best with up to 3 images" and
 # 3 Pro Image takes up to 14 (providers.md §2, unverified against the API itself).
+# An edit without an image is fine (the model draws from the prompt), and a job from the Gemini
+# surface is sent with its own body, every generation setting included.
 _FLASH = _Rules(("1K",), ModelSpec(actions=frozenset({"generate", "edit"}), max_n=1, max_images=3,
-                                   params=_PARAMS))
+                                   edit_without_image=True, params=_PARAMS, native_protocol="gemini",
+                                   ratios=ASPECT_RATIOS))
 _PRO = _Rules(IMAGE_SIZES, ModelSpec(actions=frozenset({"generate", "edit"}), max_n=1, max_images=14,
-                                     params=_PARAMS))
+                                     edit_without_image=True, params=_PARAMS, native_protocol="gemini",
+                                     ratios=ASPECT_RATIOS))
 
 
 def split_model(upstream_model: str) -> tuple[str, str | None]:

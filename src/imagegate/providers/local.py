@@ -18,16 +18,16 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from imagegate.core.errors import InvalidRequest, UpstreamUnavailable
+from imagegate.core.errors import UpstreamUnavailable
 from imagegate.core.geometry import dims_for_ratio, parse_ratio, parse_size
 from imagegate.core.job import Call, InputImage, OutputImage, ProviderResult
 from imagegate.providers.base import Adapter, ModelSpec
 
+_MAX_SIDE = 2048
 _SPEC = ModelSpec(
-    actions=frozenset({"generate", "edit"}), max_n=10, max_images=1, mask=True,
+    actions=frozenset({"generate", "edit"}), max_n=10, max_images=1, mask=True, max_side=_MAX_SIDE,
     params=frozenset({"size", "aspect_ratio", "seed", "strength", "output_format"}),
 )
-_MAX_SIDE = 2048
 
 
 class LocalOptions(BaseModel):
@@ -73,10 +73,7 @@ class LocalAdapter(Adapter):
             return dims_for_ratio(parse_ratio(job.aspect_ratio), area=self.options.default_size ** 2,
                                   multiple=8, lo=32, hi=_MAX_SIDE)
         wh = parse_size(job.size)
-        if wh is not None:
-            if max(wh) > _MAX_SIDE:
-                raise InvalidRequest(f"size: the embedded model draws at most {_MAX_SIDE}px a side.",
-                                     param="size")
+        if wh is not None:  # within 64.._MAX_SIDE: the router refuses other sizes (ModelSpec.max_side)
             return wh
         if call.images:  # an edit keeps the picture's own size
             return call.images[0].width, call.images[0].height
@@ -88,7 +85,9 @@ class LocalAdapter(Adapter):
         width, height = self._size(call)
         init, mask = await asyncio.to_thread(_decode_inputs, call.images[0] if call.images else None,
                                              call.mask, (width, height))
-        req = LocalRequest(prompt=call.job.prompt, n=call.n, seed=call.job.seed, init_image=init,
+        # Public seeds are int32 (negative ones from Gemini clients): taken as unsigned 32-bit.
+        seed = None if call.job.seed is None else call.job.seed & 0xFFFFFFFF
+        req = LocalRequest(prompt=call.job.prompt, n=call.n, seed=seed, init_image=init,
                            strength=call.job.strength, mask=mask)
         generated = await self.engine.generate(req)
         fmt = call.job.output_format or "png"

@@ -1,6 +1,6 @@
 """OpenAI Images API (and any OpenAI-compatible Images upstream).
 
-Wire contract: ``../shared/docs/providers.md`` §1 and the official OpenAPI spec. Each model has
+Wire contract: the official OpenAPI spec (``openai/openai-openapi``). Each model has
 its own rules (sizes, ``n``, quality values, prompt limits); a size the model cannot make is
 snapped to the nearest one it can. We always ask the upstream for ``b64_json`` where the model
 takes ``response_format`` (DALL·E), so no upstream URL ever needs a second download; the caller's
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from imagegate.core.errors import ContentRefused, InvalidRequest, UpstreamError
 from imagegate.core.geometry import format_size, nearest_size, parse_ratio, parse_size
@@ -31,6 +31,12 @@ class _Rules(BaseModel):
     max_prompt: int
     takes_response_format: bool
 
+    @model_validator(mode="after")
+    def _spec_knows_sizes_and_prompt(self) -> _Rules:
+        # The router refuses a longer prompt and describes the sizes from the spec.
+        self.spec = self.spec.model_copy(update={"sizes": self.sizes, "max_prompt": self.max_prompt})
+        return self
+
 
 _GPT = _Rules(
     spec=ModelSpec(actions=frozenset({"generate", "edit"}), max_n=10, max_images=16, mask=True,
@@ -45,8 +51,10 @@ _RULES: dict[str, _Rules] = {
         max_prompt=4000, takes_response_format=True,
     ),
     "dall-e-2": _Rules(
+        # Its edits are inpainting (the image's transparency or a mask says where): a reference
+        # on a generation has no meaning there, so it is refused rather than dropped.
         spec=ModelSpec(actions=frozenset({"generate", "edit"}), max_n=10, max_images=1, mask=True,
-                       params=frozenset({"size", "aspect_ratio", "user"})),
+                       images_on_generate=False, params=frozenset({"size", "aspect_ratio", "user"})),
         sizes=((256, 256), (512, 512), (1024, 1024)), qualities=None, max_prompt=1000,
         takes_response_format=True,
     ),
@@ -128,12 +136,7 @@ class OpenAIAdapter(Adapter):
         return super().error_for(reply)
 
     def check(self, job: ImageJob, upstream_model: str) -> None:
-        rules = _rules(upstream_model)
-        if len(job.prompt) > rules.max_prompt:
-            raise InvalidRequest(
-                f"prompt is {len(job.prompt)} characters; {job.model} takes at most {rules.max_prompt}.",
-                param="prompt",
-            )
+        rules = _rules(upstream_model)  # the prompt's length: ModelSpec.max_prompt, checked by the router
         if job.quality and rules.qualities is not None:
             self._quality(job.quality, rules.qualities, job.model)
         if upstream_model == "dall-e-2" and job.action == "edit" and job.images:
@@ -168,6 +171,13 @@ class OpenAIAdapter(Adapter):
             wh = nearest_size(*parsed, rules.sizes)
         return format_size(wh)
 
+    @staticmethod
+    def _edits(call: Call) -> bool:
+        """Whether the call goes to ``/images/edits``: edits, and generations with reference
+        images (GPT image models take references there; the generations endpoint has no field
+        for them)."""
+        return call.job.action == "edit" or bool(call.images)
+
     def _fields(self, call: Call) -> dict[str, Any]:
         job, rules = call.job, _rules(call.upstream_model)
         fields: dict[str, Any] = {"model": call.upstream_model, "prompt": job.prompt, "n": call.n}
@@ -180,7 +190,7 @@ class OpenAIAdapter(Adapter):
         if rules.takes_response_format:
             fields["response_format"] = "b64_json"
         # The spec takes ``moderation`` on generations only and ``input_fidelity`` on edits only.
-        skip = {"size", "aspect_ratio", "quality", "moderation" if job.action == "edit" else "input_fidelity"}
+        skip = {"size", "aspect_ratio", "quality", "moderation" if self._edits(call) else "input_fidelity"}
         for name in sorted(rules.spec.params - skip):
             value = getattr(job, name, None)
             if value is not None:
@@ -190,12 +200,12 @@ class OpenAIAdapter(Adapter):
     async def submit(self, call: Call) -> ProviderResult:
         headers = {"Authorization": f"Bearer {self.channel.api_key or ''}"}
         fields = self._fields(call)
-        if call.job.action == "generate":
-            reply = await self.send("POST", f"{self.base_url}/images/generations", json=fields,
-                                    headers=headers)
-        else:
+        if self._edits(call):
             reply = await self.send("POST", f"{self.base_url}/images/edits",
                                     data=self._multipart(call, fields), headers=headers)
+        else:
+            reply = await self.send("POST", f"{self.base_url}/images/generations", json=fields,
+                                    headers=headers)
         if call.job.response_format == "url":
             # The image will be stored, so decode now; a caller who asked for base64 gets the
             # upstream's string passed through untouched instead.

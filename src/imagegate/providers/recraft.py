@@ -1,6 +1,6 @@
 """Recraft API: synchronous, OpenAI-shaped image generation.
 
-Wire contract: ``../shared/docs/providers.md`` §4 (Recraft's generated TypeScript client
+Wire contract: Recraft's API reference (its generated TypeScript client
 ``recraft-ai/mcp-recraft-server`` and recraft.ai/docs). Choices:
 
 - We ask for ``response_format: b64_json``: the images come back inside the one answer, so no
@@ -42,7 +42,7 @@ HALLOWEEN_THEME = (", Halloween theme: jack-o'-lanterns, bats, a full moon, spoo
                    "orange and purple glow")
 HALLOWEEN_COLORS = ([255, 117, 24], [106, 13, 173], [20, 20, 20])
 _SPEC = ModelSpec(
-    max_n=6,
+    max_n=6, sizes=V3_SIZES, max_prompt=MAX_PROMPT,
     params=frozenset({"size", "aspect_ratio", "style", "negative_prompt", "seed", "output_format",
                       "substyle", "style_id", "controls", "text_layout"}),
 )

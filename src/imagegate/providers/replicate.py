@@ -1,6 +1,6 @@
 """FLUX models on Replicate.
 
-Wire contract: ``../shared/docs/providers.md`` §7 and the official client
+Wire contract: Replicate's HTTP API docs (replicate.com/docs) and the official client
 ``replicate/replicate-python`` @ 0110c2c5 (``prediction.py``, ``model.py``, ``exceptions.py``):
 
 - official models: ``POST /v1/models/{owner}/{name}/predictions`` with ``{"input": {...}}``;
@@ -14,12 +14,22 @@ Wire contract: ``../shared/docs/providers.md`` §7 and the official client
   URLs, or data URIs); ``failed``/``canceled`` → the prediction's ``error`` text;
 - errors are RFC 7807 ``{"title", "detail", "status"}``.
 
-Model inputs: ``flux-dev`` and ``flux-schnell`` from Replicate's own predictor
-(``replicate/cog-flux`` ``predict.py``: eleven aspect ratios, ``num_outputs`` 1–4, ``webp``/``jpg``/
-``png``, ``flux-dev`` img2img through ``image`` + ``prompt_strength``); ``flux-1.1-pro`` and the
-Kontext models proxy BFL's API (inputs from their Replicate model pages: unverified against
-source). A refusal is read from the ``error`` text, which is all Replicate gives: the predictor's
-NSFW message and Replicate's ``E005`` "flagged as sensitive" code (``_REFUSAL_MARKERS``).
+Model inputs (one rule per model in ``_RULES``):
+
+- ``flux-dev`` and ``flux-schnell``: Replicate's own predictor (``replicate/cog-flux``
+  ``predict.py``: eleven aspect ratios, ``num_outputs`` 1–4, ``webp``/``jpg``/``png``, ``flux-dev``
+  img2img through an optional ``image`` + ``prompt_strength``);
+- ``flux-kontext-dev``: Replicate's own predictor (``replicate/cog-flux-kontext`` ``predict.py``):
+  ``input_image`` **required**, ``aspect_ratio`` = ``match_input_image`` (its default) or the same
+  eleven ratios, ``webp``/``jpg``/``png``, one output;
+- ``flux-1.1-pro`` and Kontext [pro]/[max] proxy BFL's API; their inputs are from the Replicate
+  model API pages (``replicate.com/black-forest-labs/flux-1.1-pro/versions/96ccd0e7…/api``: nine
+  ratios + ``custom``, an optional ``image_prompt`` (Redux), ``webp``/``jpg``/``png``, one output;
+  ``flux-kontext-pro``: an optional ``input_image``, ``match_input_image`` + thirteen ratios,
+  ``jpg``/``png``, one output).
+
+A refusal is read from the ``error`` text, which is all Replicate gives: the predictors' NSFW
+message and Replicate's ``E005`` "flagged as sensitive" code (``_REFUSAL_MARKERS``).
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from imagegate.core import errors
 from imagegate.core.errors import InvalidRequest
@@ -35,9 +45,13 @@ from imagegate.core.geometry import nearest_ratio, requested_ratio
 from imagegate.core.job import Call, ImageJob, InputImage, OutputImage, Pending, ProviderResult
 from imagegate.providers.base import Adapter, ModelSpec, Reply
 
+# cog-flux ASPECT_RATIOS (flux-dev, flux-schnell); cog-flux-kontext's are the same eleven.
 _FLUX_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
+# flux-1.1-pro's aspect_ratio enum, less ``custom``
 _PRO_RATIOS = ("1:1", "16:9", "3:2", "2:3", "4:5", "5:4", "9:16", "3:4", "4:3")
+# flux-kontext-pro/-max's aspect_ratio enum, less ``match_input_image``
 _KONTEXT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "4:5", "5:4", "21:9", "9:21", "2:1", "1:2")
+_ALL_FORMATS = frozenset({"webp", "jpg", "png"})
 _REFUSAL_MARKERS = ("nsfw", "flagged as sensitive", "(e005)")
 _PARAMS = frozenset({"size", "aspect_ratio", "seed", "output_format"})
 
@@ -50,20 +64,34 @@ class _Rules(BaseModel):
     n_field: bool = False
     match_input: bool = False
 
+    @model_validator(mode="after")
+    def _spec_knows_the_ratios(self) -> _Rules:
+        self.spec = self.spec.model_copy(update={"ratios": self.ratios})
+        return self
+
 
 _EDIT = frozenset({"generate", "edit"})
 _RULES: dict[str, _Rules] = {
+    # cog-flux DevPredictor: optional ``image`` (img2img) + ``prompt_strength``, num_outputs 1–4
     "flux-dev": _Rules(spec=ModelSpec(actions=_EDIT, max_n=4, max_images=1, params=_PARAMS | {"strength"}),
-                       ratios=_FLUX_RATIOS, formats=frozenset({"webp", "jpg", "png"}), image_field="image",
-                       n_field=True),
-    "flux-schnell": _Rules(spec=ModelSpec(max_n=4, params=_PARAMS), ratios=_FLUX_RATIOS,
-                           formats=frozenset({"webp", "jpg", "png"}), n_field=True),
-    "flux-1.1-pro": _Rules(spec=ModelSpec(params=_PARAMS), ratios=_PRO_RATIOS,
-                           formats=frozenset({"webp", "jpg", "png"})),
+                       ratios=_FLUX_RATIOS, formats=_ALL_FORMATS, image_field="image", n_field=True),
+    # cog-flux SchnellPredictor: text only, num_outputs 1–4
+    "flux-schnell": _Rules(spec=ModelSpec(max_n=4, params=_PARAMS), ratios=_FLUX_RATIOS, formats=_ALL_FORMATS,
+                           n_field=True),
+    # Replicate's flux-1.1-pro API page: one optional ``image_prompt`` (Redux guides the composition: a
+    # reference for a generation, not an edit), one output
+    "flux-1.1-pro": _Rules(spec=ModelSpec(max_images=1, params=_PARAMS), ratios=_PRO_RATIOS, formats=_ALL_FORMATS,
+                           image_field="image_prompt"),
+    # Replicate's flux-kontext-pro/-max API pages: one optional ``input_image``, jpg/png, one output
     **{name: _Rules(spec=ModelSpec(actions=_EDIT, max_images=1, prompt_urls=True, params=_PARAMS),
                     ratios=_KONTEXT_RATIOS, formats=frozenset({"jpg", "png"}), image_field="input_image",
                     match_input=True)
        for name in ("flux-kontext-pro", "flux-kontext-max")},
+    # cog-flux-kontext FluxDevKontextPredictor: ``input_image`` required, one output
+    "flux-kontext-dev": _Rules(spec=ModelSpec(actions=_EDIT, max_images=1, requires_image=True, prompt_urls=True,
+                                              params=_PARAMS),
+                               ratios=_FLUX_RATIOS, formats=_ALL_FORMATS, image_field="input_image",
+                               match_input=True),
 }
 _OTHER = _Rules(spec=ModelSpec(params=_PARAMS), ratios=_FLUX_RATIOS, formats=None)
 
@@ -112,6 +140,7 @@ class ReplicateAdapter(Adapter):
         "flux-pro-1.1": "black-forest-labs/flux-1.1-pro",
         "flux-kontext-pro": "black-forest-labs/flux-kontext-pro",
         "flux-kontext-max": "black-forest-labs/flux-kontext-max",
+        "flux-kontext-dev": "black-forest-labs/flux-kontext-dev",
     }
 
     Options = _Options

@@ -22,6 +22,11 @@ class UrlSigner:
         mac = hmac.new(self._secret, f"{key}\n{expires}".encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
 
+    def owner_tag(self, account_id: str) -> str:
+        """The mark of an account's images in their blob keys: 16 hex of an HMAC of its id (a key
+        names no account, and only this gateway can mark one)."""
+        return hmac.new(self._secret, f"owner\n{account_id}".encode(), hashlib.sha256).hexdigest()[:16]
+
     def matches(self, key: str, expires: int, sig: str) -> bool:
         """The signature is genuine for this key and expiry time (expired or not)."""
         if not sig.isascii():
@@ -32,3 +37,9 @@ class UrlSigner:
         """Genuine and not yet expired. Compares in constant time."""
         current = time.time() if now is None else now
         return self.matches(key, expires, sig) and current <= expires
+
+
+def signed_file_url(public_url: str, signer: UrlSigner, key: str, ttl: int) -> str:
+    """This gateway's own URL for ``key``, good for ``ttl`` seconds (``GET /files/``)."""
+    expires = int(time.time()) + ttl
+    return f"{public_url}/files/{key}?expires={expires}&sig={signer.sign(key, expires)}"

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 
 from imagegate.config import Settings
-from imagegate.db.models import Task, WebhookDelivery
+from imagegate.db.models import Task, WebhookDelivery, WebhookEndpoint
 from imagegate.tasks.queue import FAILURE, IN_PROGRESS, QUEUED, SUCCESS, TaskQueue
 
 
@@ -34,11 +34,11 @@ async def tasks_list(settings: Settings, args: argparse.Namespace) -> None:
         rows = await queue.recent(status=args.status, limit=args.limit)
     finally:
         await engine.dispose()
-    print(f"{'id':<32}  {'status':<11} {'prog':>4}  {'submitted':<20} {'model':<20} {'platform':<10} "
-          f"{'account':<29} reason")
-    for t in rows:
-        print(f"{t.id:<32}  {t.status:<11} {t.progress:>3}%  {_when(t.submit_time):<20} {t.model:<20} "
-              f"{t.platform:<10} {t.account_id:<29} {t.fail_reason[:80]}")
+    from imagegate.cli import print_table
+
+    print_table(["id", "status", "progress", "submitted", "model", "platform", "account", "reason"],
+                [[t.id, t.status, f"{t.progress}%", _when(t.submit_time), t.model, t.platform or "-", t.account_id,
+                  t.fail_reason[:80]] for t in rows])
 
 
 async def tasks_show(settings: Settings, args: argparse.Namespace) -> None:
@@ -51,6 +51,9 @@ async def tasks_show(settings: Settings, args: argparse.Namespace) -> None:
             deliveries = list((await s.execute(
                 select(WebhookDelivery).where(WebhookDelivery.task_id == task.id)
                 .order_by(WebhookDelivery.created_at))).scalars())
+            paused = set((await s.execute(select(WebhookEndpoint.url).where(
+                WebhookEndpoint.url.in_([d.url for d in deliveries]), WebhookEndpoint.paused_at.is_not(None)
+            ))).scalars())
     finally:
         await engine.dispose()
     out: dict[str, Any] = {c.name: getattr(task, c.name) for c in Task.__table__.columns}
@@ -58,18 +61,20 @@ async def tasks_show(settings: Settings, args: argparse.Namespace) -> None:
         out[name] = _when(out[name]) if out[name] else None
     out["webhook_deliveries"] = [
         {"id": d.id, "url": d.url, "status": d.status, "attempts": d.attempts, "last_status": d.last_status,
-         "last_error": d.last_error, "next_attempt_at": _when(d.next_attempt_at)} for d in deliveries]
+         "last_error": d.last_error, "next_attempt_at": _when(d.next_attempt_at),
+         "endpoint_paused": d.url in paused} for d in deliveries]
     print(json.dumps(out, indent=2, default=str))
 
 
-def add_commands(sub: Any) -> None:
-    """Register ``tasks list`` and ``tasks show`` on the ``imagegate`` sub-parsers."""
+def add_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Register ``tasks list`` and ``tasks show`` on the ``imagegate`` sub-parsers (``parents``:
+    the options every subcommand takes)."""
     tasks = sub.add_parser("tasks", help="async tasks").add_subparsers(dest="tasks_command", required=True)
-    tl = tasks.add_parser("list", help="recent tasks, newest first")
+    tl = tasks.add_parser("list", parents=parents, help="recent tasks, newest first")
     tl.add_argument("--status", type=str.upper, choices=[QUEUED, IN_PROGRESS, SUCCESS, FAILURE],
                     help="only tasks in this state (IN_PROGRESS includes QUEUED)")
     tl.add_argument("--limit", type=int, default=50)
     tl.set_defaults(handler=tasks_list)
-    ts = tasks.add_parser("show", help="everything about one task: request, state, result, webhooks")
+    ts = tasks.add_parser("show", parents=parents, help="everything about one task: request, state, result, webhooks")
     ts.add_argument("id")
     ts.set_defaults(handler=tasks_show)

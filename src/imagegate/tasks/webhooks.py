@@ -8,8 +8,14 @@ retry — and records the outcome:
 - any 2xx: ``delivered``;
 - 410 Gone: ``failed`` at once (Standard Webhooks: the endpoint asks to be disabled);
 - anything else (other status, timeout, refused connection, an address the SSRF rules refuse):
-  retried after ``tasks.webhook_backoff * 2^(attempt-1)`` seconds with jitter, until
-  ``tasks.webhook_max_attempts`` attempts were made, then ``failed``.
+  retried after ``tasks.webhook_backoff * 2^(attempt-1)`` seconds with jitter — or after the
+  endpoint's ``Retry-After`` when it asks for longer —, until ``tasks.webhook_max_attempts``
+  attempts were made, then ``failed``.
+
+An endpoint (a URL) that fails ``tasks.webhook_pause_after`` attempts in a row, across tasks, is
+*paused*: its deliveries stay pending, unsent, until an operator resumes it (``imagegate webhooks
+resume URL`` or ``POST /admin/webhooks/resume``), which makes them due at once. One success
+resets the count.
 
 Signing follows Standard Webhooks (``providers.md`` §8): ``webhook-id`` is the delivery id, the
 same on every retry (receivers dedupe on it); ``webhook-timestamp`` is this attempt's Unix time;
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
 import random
 import time
@@ -30,11 +37,13 @@ from datetime import UTC, datetime
 
 import orjson
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks import Webhook
 
 from imagegate import __version__
 from imagegate.core.errors import InvalidRequest
-from imagegate.db.models import ApiKey, Task, WebhookDelivery
+from imagegate.db.models import ApiKey, Task, WebhookDelivery, WebhookEndpoint
 from imagegate.state import AppState
 from imagegate.tasks.queue import skip_locked
 from imagegate.tasks.view import task_object
@@ -51,6 +60,25 @@ def signed_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dic
     signature = Webhook(secret).sign(msg_id, datetime.fromtimestamp(timestamp, tz=UTC), body.decode())
     return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp), "webhook-signature": signature,
             "content-type": "application/json", "user-agent": f"imagegate/{__version__}"}
+
+
+def endpoint_id(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+async def resume_endpoint(sessions: async_sessionmaker[AsyncSession], url: str) -> int:
+    """Un-pause ``url``: its pending deliveries are due at once. Returns how many there are;
+    ``LookupError`` if the URL was never paused."""
+    now = time.time()
+    async with sessions.begin() as s:
+        endpoint = await s.get(WebhookEndpoint, endpoint_id(url))
+        if endpoint is None or endpoint.paused_at is None:
+            raise LookupError(f"the webhook URL {url!r} is not paused")
+        endpoint.paused_at, endpoint.consecutive_failures = None, 0
+        due = await s.execute(update(WebhookDelivery)
+                              .where(WebhookDelivery.url == url, WebhookDelivery.status == PENDING)
+                              .values(next_attempt_at=now).execution_options(synchronize_session=False))
+        return int(due.rowcount)  # type: ignore[attr-defined]
 
 
 def backoff(attempt: int, base: float) -> float:
@@ -103,9 +131,10 @@ class WebhookSender:
         now = time.time()
         d = WebhookDelivery
         async with self.state.sessions.begin() as s:
+            paused = select(WebhookEndpoint.url).where(WebhookEndpoint.paused_at.is_not(None))
             pick = skip_locked(
                 select(d.id).where(d.status == PENDING, d.next_attempt_at <= now,
-                                   or_(d.lease_until.is_(None), d.lease_until < now))
+                                   or_(d.lease_until.is_(None), d.lease_until < now), d.url.not_in(paused))
                 .order_by(d.next_attempt_at).limit(k), s)
             stmt = (update(d).where(d.id.in_(pick.scalar_subquery()))
                     .values(lease_until=now + self.cfg.webhook_timeout + 30).returning(d)
@@ -123,32 +152,63 @@ class WebhookSender:
         body = orjson.dumps(await task_object(self.state, task))
         headers = signed_headers(key.webhook_secret, d.id, int(time.time()), body)
         status: int | None = None
+        retry_after: float | None = None
         try:
-            status = await self.state.safe.post(d.url, body, headers, timeout=self.cfg.webhook_timeout)
+            answer = await self.state.safe.post(d.url, body, headers, timeout=self.cfg.webhook_timeout)
+            status, retry_after = answer.status, answer.retry_after
             error = "" if 200 <= status < 300 else f"The endpoint answered HTTP {status}."
         except InvalidRequest as exc:  # refused address, connection failure, timeout
             error = exc.message
         except Exception as exc:
             log.exception("webhook %s: unexpected error", d.id)
             error = f"{type(exc).__name__}: {exc}"
-        await self._record(d, status, error, final=status == 410)
+        await self._record(d, status, error, final=status == 410, retry_after=retry_after)
 
-    async def _record(self, d: WebhookDelivery, status: int | None, error: str, *, final: bool) -> None:
+    async def _record(self, d: WebhookDelivery, status: int | None, error: str, *, final: bool,
+                      retry_after: float | None = None) -> None:
         attempts = d.attempts + 1
         now = time.time()
-        if status is not None and 200 <= status < 300:
+        ok = status is not None and 200 <= status < 300
+        if ok:
             outcome, next_at = DELIVERED, now
         elif final or attempts >= self.cfg.webhook_max_attempts:
             outcome, next_at = FAILED, now
             log.warning("webhook %s for task %s failed after %d attempts: %s", d.id, d.task_id, attempts, error)
         else:
-            outcome, next_at = PENDING, now + backoff(attempts, self.cfg.webhook_backoff)
+            wait = max(backoff(attempts, self.cfg.webhook_backoff), min(retry_after or 0.0, MAX_DELAY))
+            outcome, next_at = PENDING, now + wait
         async with self.state.sessions.begin() as s:
             # Guarded by the attempt count: an attempt that outlived its lease and raced a
             # second one is recorded once.
-            await s.execute(update(WebhookDelivery)
-                            .where(WebhookDelivery.id == d.id, WebhookDelivery.attempts == d.attempts)
-                            .values(attempts=attempts, status=outcome, next_attempt_at=next_at, lease_until=None,
-                                    last_status=status, last_error=error))
+            done = await s.execute(update(WebhookDelivery)
+                                   .where(WebhookDelivery.id == d.id, WebhookDelivery.attempts == d.attempts)
+                                   .values(attempts=attempts, status=outcome, next_attempt_at=next_at,
+                                           lease_until=None, last_status=status, last_error=error))
+        if done.rowcount == 1:  # type: ignore[attr-defined]
+            try:
+                await self._endpoint_health(d.url, ok, error)
+            except IntegrityError:  # two first failures of a new URL at once: count again
+                await self._endpoint_health(d.url, ok, error)
         if outcome == PENDING:
             asyncio.get_running_loop().call_later(next_at - now, self.wake.set)
+
+    async def _endpoint_health(self, url: str, ok: bool, error: str) -> None:
+        """Count failed attempts in a row per URL; pause the URL at ``webhook_pause_after``."""
+        pause_after = self.cfg.webhook_pause_after
+        if not pause_after:
+            return
+        async with self.state.sessions.begin() as s:
+            endpoint = await s.get(WebhookEndpoint, endpoint_id(url), with_for_update=True)
+            if ok:
+                if endpoint is not None and endpoint.consecutive_failures:
+                    endpoint.consecutive_failures = 0
+                return
+            if endpoint is None:
+                endpoint = WebhookEndpoint(id=endpoint_id(url), url=url, consecutive_failures=0, last_error="")
+                s.add(endpoint)
+            endpoint.consecutive_failures += 1
+            endpoint.last_error = error
+            if endpoint.consecutive_failures >= pause_after and endpoint.paused_at is None:
+                endpoint.paused_at = time.time()
+                log.warning("webhook URL %s paused after %d failed attempts in a row: %s", url,
+                            endpoint.consecutive_failures, error)

@@ -144,6 +144,7 @@ class TaskRunner:
     async def _advance(self, task: Task) -> None:
         job = ImageJob.model_validate(task.request)
         jstate = JobState.model_validate(task.state or {})
+        jstate.owner = task.account_id
         if time.time() >= task.deadline_at:
             await self._fail(task, job, jstate, errors.UpstreamTimeout(
                 f"The task did not finish within its deadline of {int(task.deadline_at - task.submit_time)} s."))
@@ -155,8 +156,9 @@ class TaskRunner:
             return
         first = not jstate.calls
         try:
-            wait = await self.state.gateway.step(job, jstate, routes, lambda: self.state.gateway.resolve_inputs(job),
-                                                 persist=True, deadline_at=task.deadline_at)
+            wait = await self.state.gateway.step(
+                job, jstate, routes, lambda: self.state.gateway.resolve_inputs(job, account=task.account_id),
+                persist=True, deadline_at=task.deadline_at)
             if wait is None:
                 outcome = self.state.gateway.outcome(job, jstate, routes)
         except ImagegateError as exc:
