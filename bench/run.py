@@ -828,6 +828,8 @@ def other_benchmarks() -> list[str]:
            "- The embedded `imagegate-shapes` model's throughput (issue #8): `bench/localmodel.py` (prints a "
            "table; save it as `bench/results/localmodel.md`), the model card "
            "[`docs/models/imagegate-shapes.md`](models/imagegate-shapes.md) and [`docs/models.md`](models.md).",
+           "- S3 clients for `storage_url: s3://` (issue #14), obstore against aiobotocore: `bench/s3_clients.py` → "
+           "[`bench/results/s3_clients.md`](../bench/results/s3_clients.md).",
            "- This file is regenerated: every `bench/results/*.md` is copied into this section each time, and only "
            "the hand-written part at the top is kept — put other benchmarks' tables in `bench/results/`, "
            "not below."]
