@@ -102,7 +102,7 @@ def test_url_for_is_signed_and_expiring(store: LocalBlobStore) -> None:
     query = {k: v[0] for k, v in parse_qs(url.query).items()}
     expires = int(query["expires"])
     assert before + 600 <= expires <= int(time.time()) + 600
-    assert store.signer.verify(key, expires, query["sig"])
+    assert store.urls.signer.verify(key, expires, query["sig"])
 
 
 def test_signer() -> None:

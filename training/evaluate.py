@@ -22,9 +22,9 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dataset
+from adherence import check, single_object, two_objects
 
 from imagegate.localmodel import LocalRequest, ShapesEngine, upscale
-from imagegate.localmodel.adherence import check, single_object, two_objects
 from imagegate.localmodel.vocab import Caption
 
 GRID_PROMPTS = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from starlette.responses import Response
@@ -14,10 +15,12 @@ from imagegate import __version__
 from imagegate.api import admin, chat, docs, errors, files, gemini, images, models, tasks, usage
 from imagegate.api.idempotency import IdempotencyMiddleware
 from imagegate.api.render import json_response
+from imagegate.api.tasks import task_object
 from imagegate.config import Settings, load_settings
 from imagegate.core.errors import PayloadTooLarge
 from imagegate.state import build_state
 from imagegate.storage.retention import image_sweeper
+from imagegate.tasks.webhooks import WebhookSender
 from imagegate.tasks.worker import TaskRunner
 
 
@@ -79,10 +82,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keep_image_buffers_on_the_heap()
         state = await build_state(settings)
         app.state.ig = state
-        app.state.store, app.state.signer = state.store, state.signer  # used by the files route
-        runner = TaskRunner(state)  # async tasks: workers, reaper, webhook outbox
-        runner.start()
-        sweeper = image_sweeper(state.store, state.sessions, settings.storage)  # image retention
+        app.state.store, app.state.urls = state.store, state.urls  # used by the files route
+        webhooks = WebhookSender(settings.tasks, state.sessions, state.safe, render=partial(task_object, state))
+        runner = TaskRunner(settings.tasks, state.sessions, state.gateway, state.tasks, webhooks)
+        runner.start()  # async tasks: workers, reaper, webhook outbox
+        sweeper = image_sweeper(state.store, runner.blobs_submitted_before, settings.storage)  # image retention
         if sweeper is not None:
             sweeper.start()
         try:

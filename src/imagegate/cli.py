@@ -9,7 +9,7 @@ import importlib.metadata
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagegate import __version__
 from imagegate.accounts import create_account, create_key, find_key, list_accounts, list_keys, parse_expiry, revoke_key
 from imagegate.config import ConfigError, Settings, load_settings
+from imagegate.tables import print_table, when
 
 if TYPE_CHECKING:
     from imagegate.routing import Router
@@ -63,29 +64,6 @@ def _expiry(text: str) -> float:
         return parse_expiry(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _when(ts: float | None) -> str:
-    import datetime
-
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ") if ts else "-"
-
-
-def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """Left-aligned columns two spaces apart, for every ``list`` command. The header is bold on
-    a terminal (unless ``NO_COLOR`` is set); piped output is plain text."""
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in [list(header), *cells]) for i in range(len(header))]
-
-    def line(row: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-
-    top = line(header)
-    if sys.stdout.isatty() and not os.environ.get("NO_COLOR"):
-        top = f"\x1b[1m{top}\x1b[0m"
-    print(top)
-    for row in cells:
-        print(line(row))
 
 
 def version() -> str:
@@ -181,7 +159,7 @@ async def keys_create(settings: Settings, args: argparse.Namespace) -> None:
             raise SystemExit(str(exc).strip("'\"")) from None
     print(f"key id: {new.id}")
     print(f"account: {new.account_id}")
-    print(f"expires: {_when(args.expires) if args.expires else 'never'}")
+    print(f"expires: {when(args.expires) if args.expires else 'never'}")
     print(f"webhook secret: {new.webhook_secret}")
     print(new.key)
 
@@ -193,7 +171,7 @@ async def keys_list(session: AsyncSession, args: argparse.Namespace) -> None:
     for k in await list_keys(session):
         status = "revoked" if k.revoked_at else "expired" if k.expires_at and k.expires_at <= now else "active"
         rows.append([k.id, k.prefix + "…", k.account_id, status, k.rpm or "-",
-                     _when(k.expires_at) if k.expires_at else "never", k.name,
+                     when(k.expires_at) if k.expires_at else "never", k.name,
                      ",".join(k.models) if k.models is not None else "*"])
     print_table(["id", "prefix", "account", "status", "rpm", "expires", "name", "models"], rows)
 
@@ -214,7 +192,7 @@ async def webhooks_list(session: AsyncSession, args: argparse.Namespace) -> None
     rows = (await session.execute(select(WebhookEndpoint).where(WebhookEndpoint.consecutive_failures > 0)
                                   .order_by(WebhookEndpoint.url))).scalars()
     print_table(["url", "failures in a row", "paused since", "last error"],
-                [[e.url, e.consecutive_failures, _when(e.paused_at), e.last_error[:80]] for e in rows])
+                [[e.url, e.consecutive_failures, when(e.paused_at), e.last_error[:80]] for e in rows])
 
 
 async def webhooks_resume(settings: Settings, args: argparse.Namespace) -> None:
@@ -242,11 +220,11 @@ async def build_router(settings: Settings) -> Router:
     """Every channel's adapter built once, as the server will (its HTTP session already closed:
     for checks and model names only)."""
     from imagegate.net import make_session
-    from imagegate.routing import Router, default_channels
+    from imagegate.routing import router_for
 
     http = make_session()
     try:
-        return Router.build(default_channels(settings, os.environ), http)
+        return router_for(settings, http, os.environ)
     finally:
         await http.close()
 

@@ -95,7 +95,10 @@ class LimitsConfig(_Strict):
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     max_file_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     max_files: int = Field(default=16, gt=0)
-    max_image_pixels: int = Field(default=64_000_000, gt=0)
+    max_image_pixels: int = Field(default=64_000_000, gt=0, le=8192 * 8192)
+    """Pixels (width x height, read from the header) a reference image or mask may have; more is a
+    400 ``image_too_large`` before anything is decoded. At most 8192 x 8192, the decoder's own
+    ceiling for untrusted images (``imaging.MAX_PIXELS``)."""
     max_prompt_chars: int = Field(default=32_000, gt=0)
     """Characters of prompt any model takes; a model whose vendor documents a lower limit has its own
     (``ModelSpec.max_prompt``)."""
@@ -213,6 +216,9 @@ class Settings(_Strict):
     """None: one channel per provider whose usual key variable is set."""
     local_model: bool = True
     """Serve the embedded ``imagegate-shapes`` model (no keys, no network)."""
+    catalog: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Model catalog additions and overrides, keyed by catalog model name (``imagegate.catalog``:
+    validated when the router is built, errors named ``catalog.<name>.<key>``)."""
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
     billing: BillingConfig = Field(default_factory=BillingConfig)
     outbound_allowlist: list[str] = Field(default_factory=list)

@@ -30,9 +30,9 @@ from imagegate.core import errors
 from imagegate.core.errors import ImagegateError, InvalidRequest
 from imagegate.core.job import Call, ImageJob, ImageSource, InputImage, Pending, ProviderResult, Usage
 from imagegate.net import SafeClient
-from imagegate.routing import Route, Router, adjusted_params, dropped_params
+from imagegate.routing import Route, Router, adjusted_params, dropped_params, with_defaults
 from imagegate.storage.base import BlobStore, owner_of
-from imagegate.storage.signing import UrlSigner
+from imagegate.storage.urls import FileUrls
 
 log = logging.getLogger("imagegate.gateway")
 
@@ -65,6 +65,7 @@ class JobState(BaseModel):
     """The account the job runs for: its images' keys carry its mark (``UrlSigner.owner_tag``)."""
     channel: str | None = None
     upstream_model: str | None = None
+    """The catalog name of the model the channel serves the job with."""
     calls: list[CallState] = Field(default_factory=list)
     tried: list[str] = Field(default_factory=list)
     delivered: list[Delivered] = Field(default_factory=list)
@@ -118,16 +119,18 @@ def _split(n: int, per_call: int) -> list[int]:
 
 
 class Gateway:
-    def __init__(self, *, router: Router, store: BlobStore, signer: UrlSigner, safe: SafeClient,
-                 billing: Billing, usage_log: UsageLog, public_url: str, max_file_bytes: int) -> None:
+    def __init__(self, *, router: Router, store: BlobStore, urls: FileUrls, safe: SafeClient,
+                 billing: Billing, usage_log: UsageLog, max_file_bytes: int,
+                 max_image_pixels: int = imaging.MAX_PIXELS) -> None:
         self.router = router
         self.store = store
-        self.signer = signer
+        self.urls = urls
+        self.signer = urls.signer
         self.safe = safe
         self.billing = billing
         self.usage_log = usage_log
-        self.public_url = public_url
         self.max_file_bytes = max_file_bytes
+        self.max_image_pixels = max_image_pixels  # callers' images and masks (``limits``)
 
     # ---- the sync awaiter -------------------------------------------------------------------
 
@@ -201,7 +204,7 @@ class Gateway:
     @staticmethod
     def _route(state: JobState, routes: list[Route]) -> Route:
         for r in routes:
-            if r.channel.name == state.channel and r.upstream_model == state.upstream_model:
+            if r.channel.name == state.channel and r.model == state.upstream_model:
                 return r
         raise errors.UpstreamUnavailable(f"The channel {state.channel!r} is no longer configured.")
 
@@ -213,8 +216,10 @@ class Gateway:
                 continue
             shares = _split(job.n, route.spec.max_n)
             images, mask = inputs
+            routed = with_defaults(job, route.spec)
             results = await asyncio.gather(
-                *(route.adapter.submit(Call(job, route.upstream_model, n, images, mask)) for n in shares),
+                *(route.adapter.submit(Call(routed, route.spec, route.upstream_model, n, images, mask))
+                  for n in shares),
                 return_exceptions=True,
             )
             for r in results:
@@ -226,7 +231,7 @@ class Gateway:
                 state.tried.append(route.channel.name)
                 last = failed[0]
                 continue
-            state.channel, state.upstream_model = route.channel.name, route.upstream_model
+            state.channel, state.upstream_model = route.channel.name, route.model
             state.calls = [CallState(n=n) for n in shares]
             await asyncio.gather(*(self._record(job, state, call, r, route, persist)
                                    for call, r in zip(state.calls, results, strict=True)))
@@ -283,7 +288,7 @@ class Gateway:
             raw = await self._load(job.mask, "mask", account)
             if not images:
                 raise InvalidRequest("A mask needs an image to apply to.", param="mask")
-            info = imaging.check_mask(raw.data, _info(images[0]), param="mask")
+            info = imaging.check_mask(raw.data, _info(images[0]), param="mask", max_pixels=self.max_image_pixels)
             mask = InputImage(raw.data, info.mime, info.width, info.height, info.has_alpha)
         return tuple(images), mask
 
@@ -299,7 +304,7 @@ class Gateway:
         if len(data) > self.max_file_bytes:
             raise InvalidRequest(f"{param} is larger than {self.max_file_bytes // 2**20} MB.",
                                  param=param, code="image_too_large")
-        info = imaging.probe(data, param=param)
+        info = imaging.probe(data, param=param, max_pixels=self.max_image_pixels)
         return InputImage(data, info.mime, info.width, info.height, info.has_alpha)
 
     async def _fetch_reference(self, url: str, param: str, account: str | None) -> bytes:
@@ -307,21 +312,14 @@ class Gateway:
         # directly: its host is usually not public, and the signature proves we made it. A valid
         # URL is a capability, whoever sends it; once expired, only the account the image was
         # made for may still use it (a conversation outlives ``url_ttl``). A bad signature never.
-        own = self.public_url + "/files/"
-        if url.startswith(own):
-            parts = urlsplit(url)
-            key = parts.path[len(urlsplit(own).path):]
-            query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
-            try:
-                expires = int(query.get("expires", "0"))
-            except ValueError:
-                expires = 0
-            if not self.signer.matches(key, expires, query.get("sig", "")):
+        ref = self.urls.parse(url)
+        if ref is not None:
+            if not ref.genuine(self.signer):
                 raise InvalidRequest("That image URL of this gateway is invalid (its signature does not match).",
                                      param=param)
-            owner = owner_of(key)
+            key, owner = ref.key, owner_of(ref.key)
             mine = account is not None and owner is not None and owner == self.signer.owner_tag(account)
-            if not mine and time.time() > expires:
+            if not mine and ref.expired():
                 raise InvalidRequest("That image URL of this gateway has expired; only the account it was made "
                                      "for may still send it back. Download the image and send its bytes instead.",
                                      param=param)

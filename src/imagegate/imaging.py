@@ -6,7 +6,8 @@ Everything here is synchronous CPU work; callers on the event loop wrap the heav
 
 Importing this module configures Pillow for the whole process: images above ``MAX_PIXELS``
 are refused and Pillow's ``DecompressionBombWarning`` becomes an exception, as Pillow's own
-documentation recommends for untrusted input.
+documentation recommends for untrusted input. ``probe`` and ``check_mask`` take a lower cap for
+callers' images (``limits.max_image_pixels``).
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ def sniff_mime(data: bytes) -> str | None:
     return None
 
 
-def probe(data: bytes, *, param: str, allowed: frozenset[str] = SUPPORTED) -> ImageInfo:
-    """Check that ``data`` is a complete image of an allowed type and return its facts.
+def probe(data: bytes, *, param: str, allowed: frozenset[str] = SUPPORTED, max_pixels: int = MAX_PIXELS) -> ImageInfo:
+    """Check that ``data`` is a complete image of an allowed type, of at most ``max_pixels``
+    pixels (never more than ``MAX_PIXELS``), and return its facts.
 
     Reads headers, not pixels, except for JPEG, which is decoded at 1/8 scale: that is the only
     way to notice a truncated JPEG, and it costs a few milliseconds."""
@@ -76,7 +78,7 @@ def probe(data: bytes, *, param: str, allowed: frozenset[str] = SUPPORTED) -> Im
         raise InvalidRequest(f"{param} must be a {_names(allowed)} image{got}.", param=param, code="invalid_image")
     if mime == WEBP and len(data) < int.from_bytes(data[4:8], "little") + 8:
         raise _damaged(param, mime)
-    with _opened(data, mime, param) as im:
+    with _opened(data, mime, param, max_pixels) as im:
         info = ImageInfo(mime, im.width, im.height, _has_alpha(im))
         if mime == PNG:
             im.verify()  # walks every chunk to IEND and checks its CRC, without decompressing
@@ -86,10 +88,10 @@ def probe(data: bytes, *, param: str, allowed: frozenset[str] = SUPPORTED) -> Im
     return info
 
 
-def check_mask(mask: bytes, first: ImageInfo, *, param: str = "mask") -> ImageInfo:
+def check_mask(mask: bytes, first: ImageInfo, *, param: str = "mask", max_pixels: int = MAX_PIXELS) -> ImageInfo:
     """An edit mask: a PNG with an alpha channel (transparent pixels mark the area to edit), the
     same size as the first image."""
-    info = probe(mask, param=param, allowed=frozenset({PNG}))
+    info = probe(mask, param=param, allowed=frozenset({PNG}), max_pixels=max_pixels)
     if not info.has_alpha:
         raise InvalidRequest(
             f"{param} must have an alpha channel (RGBA, LA, or a palette with transparency): "
@@ -162,7 +164,7 @@ def to_format(data: bytes, fmt: Literal["png", "jpeg", "webp"], *, quality: int 
     mime = sniff_mime(data)
     if mime is None:
         raise InvalidRequest("image is not a PNG, JPEG, WEBP or GIF image.", param="image", code="invalid_image")
-    with _opened(data, mime, "image") as im:
+    with _opened(data, mime, "image", MAX_PIXELS) as im:
         out: Image.Image = im
         if fmt == "jpeg" and _has_alpha(im):
             rgba = im.convert("RGBA")
@@ -178,14 +180,15 @@ def to_format(data: bytes, fmt: Literal["png", "jpeg", "webp"], *, quality: int 
 
 
 @contextlib.contextmanager
-def _opened(data: bytes, mime: str, param: str) -> Iterator[Image.Image]:
-    """Open lazily with only the plugin the magic bytes named, and translate Pillow's failures."""
+def _opened(data: bytes, mime: str, param: str, max_pixels: int) -> Iterator[Image.Image]:
+    """Open lazily with only the plugin the magic bytes named, and translate Pillow's failures.
+    The header's size is checked against ``max_pixels`` before a pixel is decoded."""
     try:
         with Image.open(io.BytesIO(data), formats=[_PIL_FORMAT[mime]]) as im:
             # Pillow only refuses outright above 2 x MAX_IMAGE_PIXELS and warns below that; the
             # warning filter may have been reset by the host application, so check here too.
-            if im.width * im.height > MAX_PIXELS:
-                raise _too_large_pixels(param, im.width, im.height)
+            if im.width * im.height > min(max_pixels, MAX_PIXELS):
+                raise _too_large_pixels(param, im.width, im.height, min(max_pixels, MAX_PIXELS))
             yield im
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidRequest(
@@ -216,9 +219,9 @@ def _too_large(param: str, max_bytes: int) -> InvalidRequest:
     return InvalidRequest(f"{param} is larger than {max_bytes} bytes.", param=param, code="image_too_large")
 
 
-def _too_large_pixels(param: str, width: int, height: int) -> InvalidRequest:
+def _too_large_pixels(param: str, width: int, height: int, limit: int) -> InvalidRequest:
     return InvalidRequest(
-        f"{param} is {width}x{height}, more than the {MAX_PIXELS} pixels allowed.",
+        f"{param} is {width}x{height}, more than the {limit} pixels allowed.",
         param=param,
         code="image_too_large",
     )

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
+from pydantic import ValidationError
 
+from imagegate.catalog import Catalog
 from imagegate.config import ChannelConfig, ConfigError, LimitsConfig, Settings
 from imagegate.core.errors import InvalidRequest, ModelNotFound
 from imagegate.core.geometry import (
@@ -28,8 +30,9 @@ from imagegate.core.geometry import (
     same_shape,
 )
 from imagegate.core.job import ImageJob, ImageSource
+from imagegate.core.spec import ModelSpec
 from imagegate.net import env_proxy
-from imagegate.providers.base import Adapter, ModelSpec
+from imagegate.providers.base import Adapter
 from imagegate.providers.registry import ADAPTERS
 
 PUBLIC_MAX_N = 10
@@ -45,13 +48,25 @@ _CORE_PARAMS = frozenset({"model", "prompt", "n", "response_format", "images", "
 
 @dataclass(frozen=True)
 class Route:
+    """One channel serving a public model: the catalog model it maps to, and its spec."""
+
     channel: ChannelConfig
     adapter: Adapter
-    upstream_model: str
+    model: str
+    """The catalog name (``gemini-3-pro-image-preview@4K``)."""
+    spec: ModelSpec
 
     @property
-    def spec(self) -> ModelSpec:
-        return self.adapter.spec(self.upstream_model)
+    def upstream_model(self) -> str:
+        """The name sent upstream (``gemini-3-pro-image-preview``)."""
+        return self.spec.upstream_name(self.model)
+
+
+def router_for(settings: Settings, http: aiohttp.ClientSession, env: Mapping[str, str]) -> Router:
+    """The router ``serve`` runs with: the channels in force over the catalog (shipped entries plus
+    the operator's ``catalog:``). ``ConfigError`` names the first bad key."""
+    return Router.build(default_channels(settings, env), http, Catalog.load(settings.catalog),
+                        max_prompt_chars=settings.limits.max_prompt_chars)
 
 
 def default_channels(settings: Settings, env: Mapping[str, str]) -> list[ChannelConfig]:
@@ -83,8 +98,10 @@ class Router:
         self.max_prompt_chars = max_prompt_chars
 
     @classmethod
-    def build(cls, channels: list[ChannelConfig], http: aiohttp.ClientSession, *,
+    def build(cls, channels: list[ChannelConfig], http: aiohttp.ClientSession, catalog: Catalog, *,
               max_prompt_chars: int = DEFAULT_MAX_PROMPT) -> Router:
+        """Every channel's adapter and routes; a model the catalog does not know, or a catalog
+        entry whose ``wire:`` the adapter refuses, is a ``ConfigError`` naming the key."""
         routes: dict[str, list[Route]] = {}
         for i, ch in enumerate(channels):
             adapter_cls = ADAPTERS.get(ch.provider)
@@ -93,13 +110,33 @@ class Router:
                     f"channels.{i}.provider: unknown provider {ch.provider!r}; known: {sorted(ADAPTERS)}"
                 )
             adapter = adapter_cls(ch, http)
-            for public, upstream in (ch.models or adapter_cls.default_models).items():
-                routes.setdefault(public, []).append(Route(ch, adapter, upstream))
+            models = catalog.protocol(ch.provider)
+            for public, name in (ch.models or models.served_as).items():
+                where = f"channels.{i}.models.{public}" if ch.models else f"catalog.yaml {ch.provider}.served_as"
+                try:
+                    spec = models.spec(name)
+                except LookupError:
+                    raise ConfigError(
+                        f"{where}: the catalog has no {ch.provider} model {name!r}; add it under catalog: "
+                        f"(e.g. {{{name}: {{protocol: {ch.provider}, like: <a known model>}}}}); known: "
+                        f"{', '.join(models.names())}") from None
+                try:
+                    adapter.wire(spec)
+                except ValidationError as exc:
+                    first = exc.errors()[0]
+                    key = ".".join(str(p) for p in first["loc"])
+                    raise ConfigError(f"catalog.{name}.wire.{key}: {first['msg']}") from exc
+                routes.setdefault(public, []).append(Route(ch, adapter, name, spec))
         return cls(routes, max_prompt_chars=max_prompt_chars)
 
     def models(self) -> dict[str, str]:
         """Public model name → provider of its first channel."""
         return {m: rs[0].channel.provider for m, rs in sorted(self._routes.items())}
+
+    def first_route(self, model: str) -> Route | None:
+        """The channel tried first for ``model`` (lowest priority), whose spec describes it."""
+        routes = self._routes.get(model)
+        return min(routes, key=lambda r: r.channel.priority) if routes else None
 
     def plan(self, job: ImageJob) -> tuple[ImageJob, list[Route]]:
         """The job as the model takes it, and the channels that can serve it in the order to try
@@ -188,7 +225,20 @@ def validate(job: ImageJob, route: Route, *, max_prompt_chars: int = DEFAULT_MAX
             raise InvalidRequest(f"The model {job.model!r} cannot apply a mask.", param="mask")
         if not job.images:
             raise InvalidRequest("A mask needs an image to apply to.", param="mask")
-    route.adapter.check(job, route.upstream_model)
+    for param, value, taken in (("image_size", job.image_size, spec.image_sizes),
+                                ("quality", job.quality, spec.qualities)):
+        # A model that takes none ignores the parameter (reported as dropped); one that lists
+        # values refuses any other rather than draw something the caller did not ask for.
+        if value is not None and taken is not None and value not in taken:
+            raise InvalidRequest(f"{param} {value!r} is not one {job.model} takes: {', '.join(taken)}.",
+                                 param=param)
+    route.adapter.check(job, spec)
+
+
+def with_defaults(job: ImageJob, spec: ModelSpec) -> ImageJob:
+    """``job`` with the model's catalog ``defaults`` for what the caller left unset."""
+    unset = {k: v for k, v in spec.defaults.items() if getattr(job, k, None) is None}
+    return job.model_copy(update=unset) if unset else job
 
 
 def _check_size(job: ImageJob, spec: ModelSpec) -> None:
@@ -198,6 +248,11 @@ def _check_size(job: ImageJob, spec: ModelSpec) -> None:
         raise InvalidRequest(f"{exc.message} {_sizes_taken(job.model, spec)}", param="size") from exc
     if wh is not None and spec.max_side is not None and max(wh) > spec.max_side:
         raise InvalidRequest(f"size {job.size!r} is too large. {_sizes_taken(job.model, spec)}", param="size")
+    bounds = spec.size_bounds
+    if wh is not None and bounds is not None and "size" in spec.params and not job.aspect_ratio \
+            and not bounds.shape_ok(*wh):
+        raise InvalidRequest(f"size {job.size!r} is a shape {job.model} does not draw. "
+                             f"{_sizes_taken(job.model, spec)}", param="size")
 
 
 def _sizes_taken(model: str, spec: ModelSpec) -> str:
@@ -206,6 +261,9 @@ def _sizes_taken(model: str, spec: ModelSpec) -> str:
     if spec.sizes:
         return (f"{model} makes {', '.join(format_size(s) for s in spec.sizes)}; another size within "
                 f"{MIN_SIDE}..{MAX_SIDE} px a side is snapped to the nearest of these.")
+    if spec.size_bounds is not None:
+        return (f"{model} draws any size with {spec.size_bounds.describe()} (another size is scaled into "
+                "these, its shape kept).")
     if spec.max_side is not None:
         return f"{model} draws any size from {MIN_SIDE} to {spec.max_side} px a side."
     return f"{model} takes sizes from {MIN_SIDE} to {MAX_SIDE} px a side (scaled into its own limits)."
@@ -214,7 +272,7 @@ def _sizes_taken(model: str, spec: ModelSpec) -> str:
 def _check_ratio(ratio: str, model: str, spec: ModelSpec) -> str:
     """The ratio of the public set (or of the model's own) that ``ratio`` names; anything else is a
     400 that lists what the model takes."""
-    taken = (*PUBLIC_RATIOS, *(r for r in spec.ratios or () if r not in PUBLIC_RATIOS))
+    taken = (*PUBLIC_RATIOS, *(r for r in spec.aspect_ratios or () if r not in PUBLIC_RATIOS))
     try:
         known = known_ratio(ratio, taken)
     except InvalidRequest:
@@ -226,10 +284,10 @@ def _check_ratio(ratio: str, model: str, spec: ModelSpec) -> str:
 
 
 def _ratios_taken(spec: ModelSpec) -> str:
-    if spec.ratios:
-        others = [r for r in PUBLIC_RATIOS if r not in spec.ratios]
+    if spec.aspect_ratios:
+        others = [r for r in PUBLIC_RATIOS if r not in spec.aspect_ratios]
         tail = f"; {', '.join(others)} are drawn at the nearest of these." if others else "."
-        return f"it draws {', '.join(spec.ratios)}{tail}"
+        return f"it draws {', '.join(spec.aspect_ratios)}{tail}"
     if spec.sizes:
         return (f"{', '.join(PUBLIC_RATIOS)}, each drawn at the nearest of its sizes "
                 f"({', '.join(format_size(s) for s in spec.sizes)}).")
@@ -251,12 +309,18 @@ def adjusted_params(job: ImageJob, route: Route) -> list[str]:
     """Parameters this model honours only approximately, as ``name=asked->drawn``: an aspect ratio
     of the public set it does not draw, snapped to its nearest (``x-imagegate-adjusted-params``)."""
     spec = route.spec
-    if not job.aspect_ratio or "aspect_ratio" not in spec.params or not (spec.ratios or spec.sizes):
+    if not job.aspect_ratio or "aspect_ratio" not in spec.params or not (spec.aspect_ratios or spec.sizes
+                                                                          or spec.size_bounds):
         return []
     asked = _check_ratio(job.aspect_ratio, job.model, spec)
     want = parse_ratio(asked)
-    if spec.ratios:
-        drawn = nearest_ratio(want, spec.ratios)
+    if spec.size_bounds is not None and not spec.aspect_ratios and not spec.sizes:
+        # Free sizes draw every shape within ``max_ratio``; one beyond it is drawn at the limit.
+        drawn_ratio = spec.size_bounds.clamp_ratio(want)
+        limit = f"{drawn_ratio:g}:1" if drawn_ratio >= 1 else f"1:{1 / drawn_ratio:g}"
+        return [] if same_shape(drawn_ratio, want) else [f"aspect_ratio={asked}->{limit}"]
+    if spec.aspect_ratios:
+        drawn = nearest_ratio(want, spec.aspect_ratios)
         return [] if same_shape(parse_ratio(drawn), want) else [f"aspect_ratio={asked}->{drawn}"]
     assert spec.sizes
     wh = nearest_size(int(1024 * want), 1024, spec.sizes)  # as the adapters with fixed sizes pick

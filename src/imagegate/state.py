@@ -5,19 +5,17 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import aiohttp
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from imagegate.accounts import KeyCache, Principal
+from imagegate.accounts import KeyCache
 from imagegate.billing import Billing
 from imagegate.billing.ledger import Ledger
 from imagegate.billing.prices import Pricer
 from imagegate.billing.usage import UsageLog
 from imagegate.config import Settings
-from imagegate.core.job import ImageJob
 from imagegate.db.models import Meta
 from imagegate.db.session import make_engine, make_sessionmaker
 from imagegate.epochs import KEYS, EpochWatcher
@@ -27,14 +25,12 @@ from imagegate.instance import InstanceLease
 from imagegate.net import SafeClient, make_session
 from imagegate.periodic import Periodic
 from imagegate.ratelimit import RateLimiter
-from imagegate.routing import Router, default_channels
+from imagegate.routing import Router, router_for
 from imagegate.storage import open_store
 from imagegate.storage.base import BlobStore
 from imagegate.storage.signing import UrlSigner
-
-
-class TaskSubmitter(Protocol):
-    async def submit(self, job: ImageJob, principal: Principal, *, webhook: str | None) -> str: ...
+from imagegate.storage.urls import FileUrls
+from imagegate.tasks.service import TaskService
 
 
 @dataclass
@@ -45,14 +41,14 @@ class AppState:
     http: aiohttp.ClientSession
     safe: SafeClient
     store: BlobStore
-    signer: UrlSigner
+    urls: FileUrls
     router: Router
     gateway: Gateway
     keys: KeyCache
     billing: Billing
     usage_log: UsageLog
     limiter: RateLimiter
-    tasks: TaskSubmitter
+    tasks: TaskService
     idempotency: IdempotencyKeys
     instance: InstanceLease | None = None
     chores: list[Periodic] = field(default_factory=list)
@@ -96,20 +92,17 @@ async def build_state(settings: Settings) -> AppState:
     http = make_session()
     safe = SafeClient(settings.outbound_allowlist)
     secret = await url_secret(settings, sessions)
-    signer = UrlSigner(secret)
+    urls = FileUrls(settings.public_url, UrlSigner(secret))
     store = open_store(settings.storage_url, public_url=settings.public_url, secret=secret, storage=settings.storage)
-    router = Router.build(default_channels(settings, os.environ), http,
-                          max_prompt_chars=settings.limits.max_prompt_chars)
+    router = router_for(settings, http, os.environ)
     instance = InstanceLease(sessions, stale_after=settings.billing.instance_stale_after)
     await instance.register()
     billing = Billing(Pricer(settings.prices), Ledger(sessions), hold_margin=settings.billing.hold_margin,
                       instance=instance)
     usage_log = UsageLog(sessions)
-    gateway = Gateway(router=router, store=store, signer=signer, safe=safe, billing=billing,
-                      usage_log=usage_log, public_url=settings.public_url,
-                      max_file_bytes=settings.limits.max_file_bytes)
-    from imagegate.tasks.service import TaskService
-
+    gateway = Gateway(router=router, store=store, urls=urls, safe=safe, billing=billing,
+                      usage_log=usage_log, max_file_bytes=settings.limits.max_file_bytes,
+                      max_image_pixels=settings.limits.max_image_pixels)
     tasks = TaskService(settings, sessions, gateway)
     usage_log.start()
     keys = KeyCache(sessions)
@@ -123,6 +116,6 @@ async def build_state(settings: Settings) -> AppState:
     for chore in chores:
         chore.start()
     return AppState(settings=settings, engine=engine, sessions=sessions, http=http, safe=safe, store=store,
-                    signer=signer, router=router, gateway=gateway, keys=keys,
+                    urls=urls, router=router, gateway=gateway, keys=keys,
                     billing=billing, usage_log=usage_log, limiter=RateLimiter(settings.redis_url),
                     tasks=tasks, idempotency=idempotency, instance=instance, chores=chores)

@@ -49,7 +49,7 @@ def env(tmp_path: Path) -> Env:
     app = FastAPI()
     app.include_router(router)
     app.state.store = store
-    app.state.signer = signer
+    app.state.urls = store.urls
     return Env(TestClient(app), store, signer, key, data)
 
 

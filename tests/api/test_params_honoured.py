@@ -19,8 +19,8 @@ import httpx2 as httpx
 import pytest
 from openai import OpenAI
 
-from imagegate.config import ChannelConfig
-from imagegate.providers.base import ModelSpec
+from imagegate.catalog import Catalog
+from imagegate.core.spec import ModelSpec
 from imagegate.providers.registry import ADAPTERS
 from tests.conftest import StartGateway
 from tests.emulators.ark import ArkEmulator
@@ -51,13 +51,19 @@ REFERENCE = make_image(256, 256, "png", seed=11)
 REFERENCE_B64 = base64.b64encode(REFERENCE).decode()
 
 
-def spec_of(provider: str, upstream: str) -> ModelSpec:
-    adapter = ADAPTERS[provider](ChannelConfig(name="probe", provider=provider), None)  # type: ignore[arg-type]
-    return adapter.spec(upstream)
+SHIPPED = Catalog.load()
+
+
+def spec_of(provider: str, name: str) -> ModelSpec:
+    return SHIPPED.protocol(provider).spec(name)
+
+
+def served(provider: str) -> dict[str, str]:
+    return SHIPPED.protocol(provider).served_as
 
 
 # Every public model of the catalog, under "<provider>/<name>" (several providers serve "flux-dev").
-CATALOG = [(pid, public, upstream) for pid in EMULATORS for public, upstream in ADAPTERS[pid].default_models.items()]
+CATALOG = [(pid, public, upstream) for pid in EMULATORS for public, upstream in served(pid).items()]
 
 
 def test_every_adapter_but_the_embedded_one_is_in_the_catalog() -> None:
@@ -78,7 +84,7 @@ def env(module_gateway_factory: StartGateway) -> Iterator[Env]:
     with ExitStack() as stack:
         emulators = {pid: stack.enter_context(cls()) for pid, (cls, _) in EMULATORS.items()}
         channels = [channel(pid, pid, emulators[pid].url + path,
-                            {f"{pid}/{public}": up for public, up in ADAPTERS[pid].default_models.items()})
+                            {f"{pid}/{public}": up for public, up in served(pid).items()})
                     for pid, (_, path) in EMULATORS.items()]
         channels += [
             channel("oa", "openai", emulators["openai"].url + "/v1",

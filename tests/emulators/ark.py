@@ -1,7 +1,7 @@
 """Emulator of Volcengine Ark / BytePlus ModelArk ``POST /api/v3/images/generations`` (providers.md §6).
 
 Strict about Bearer auth, the fields the official SDK sends, each model's sizes and reference
-images, ``sequential_image_generation`` (Seedream 4.0 only), ``guidance_scale`` (3.0 models
+images, ``sequential_image_generation`` (Seedream 4.x and 5.0 only), ``guidance_scale`` (3.0 models
 only), ``watermark``/``seed`` types and ``stream`` (not emulated: refused). Errors are
 ``{"error": {"code", "message", "param", "type"}}``.
 
@@ -19,6 +19,7 @@ import re
 import threading
 import time
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -32,7 +33,26 @@ SEEDEDIT = "doubao-seededit-3-0-i2i-250628"
 FIELDS = frozenset({"model", "prompt", "image", "response_format", "size", "seed", "guidance_scale", "watermark",
                     "optimize_prompt", "optimize_prompt_options", "sequential_image_generation",
                     "sequential_image_generation_options", "tools", "output_format", "stream"})
-_PRESETS = {"1K": (1024, 1024), "2K": (2048, 2048), "4K": (4096, 4096)}
+SEEDREAM45 = "doubao-seedream-4-5-251128"
+SEEDREAM5_LITE = "doubao-seedream-5-0-260128"
+
+
+@dataclass(frozen=True)
+class Group:
+    """A Seedream 4.x-style model (copies of the ModelArk docs): its ``size`` presets, its pixel
+    range, how many reference images it takes; ``sequential_image_generation`` on, ``guidance_scale`` off."""
+
+    presets: dict[str, tuple[int, int]]
+    pixels: tuple[int, int]
+    references: int = 10
+
+
+_1K, _2K, _3K, _4K = (1024, 1024), (2048, 2048), (3072, 3072), (4096, 4096)
+GROUP = {
+    SEEDREAM4: Group({"1K": _1K, "2K": _2K, "4K": _4K}, (1280 * 720, 4096 * 4096)),
+    SEEDREAM45: Group({"2K": _2K, "4K": _4K}, (2560 * 1440, 4096 * 4096)),
+    SEEDREAM5_LITE: Group({"2K": _2K, "3K": _3K}, (2560 * 1440, 3225 * 3225), references=14),
+}
 
 
 class Refused(Exception):
@@ -42,7 +62,7 @@ class Refused(Exception):
 
 
 class ArkEmulator(Emulator):
-    """Seedream 4.0, Seedream 3.0 t2i and SeedEdit 3.0 on one endpoint."""
+    """Seedream 4.0, 4.5 and 5.0 lite, Seedream 3.0 t2i and SeedEdit 3.0 on one endpoint."""
 
     def __init__(self, api_key: str = "test-upstream-key") -> None:
         super().__init__(api_key)
@@ -116,7 +136,7 @@ def _validate(body: dict[str, Any]) -> tuple[list[tuple[int, int]], str]:
         if key not in FIELDS:
             raise Refused(f"The parameter `{key}` specified in the request is not valid.", key)
     model = body.get("model")
-    if model not in (SEEDREAM4, SEEDREAM3, SEEDEDIT):
+    if model not in (*GROUP, SEEDREAM3, SEEDEDIT):
         raise Refused(f"The model or endpoint {model} does not exist or you do not have access to it.", "model",
                       "InvalidEndpointOrModel.NotFound", 404)
     if not isinstance(body.get("prompt"), str) or not body["prompt"]:
@@ -132,12 +152,12 @@ def _validate(body: dict[str, Any]) -> tuple[list[tuple[int, int]], str]:
         raise Refused("The parameter `seed` must be an integer in [-1, 2147483647].", "seed")
     if "guidance_scale" in body:
         scale = body["guidance_scale"]
-        if model == SEEDREAM4:
+        if model in GROUP:
             raise Refused("The parameter `guidance_scale` is not supported by this model.", "guidance_scale")
         if not isinstance(scale, int | float) or isinstance(scale, bool) or not 1 <= scale <= 10:
             raise Refused("The parameter `guidance_scale` must be in [1, 10].", "guidance_scale")
     inputs = _images(body, model)
-    if model != SEEDREAM4 and ("sequential_image_generation" in body or "sequential_image_generation_options" in body):
+    if model not in GROUP and ("sequential_image_generation" in body or "sequential_image_generation_options" in body):
         raise Refused("The parameter `sequential_image_generation` is not supported by this model.",
                       "sequential_image_generation")
     size = _size(body.get("size"), model, inputs)
@@ -167,8 +187,9 @@ def _images(body: dict[str, Any], model: str) -> list[tuple[int, int]]:
             raise Refused("The parameter `image` must be exactly one image.", "image", "MissingParameter")
         return [_decode(value)]
     items = [] if value is None else [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or len(items) > 10:
-        raise Refused("The parameter `image` takes at most 10 images.", "image")
+    most = GROUP[model].references
+    if not isinstance(items, list) or len(items) > most:
+        raise Refused(f"The parameter `image` takes at most {most} images.", "image")
     return [_decode(item) for item in items]
 
 
@@ -190,15 +211,17 @@ def _size(value: Any, model: str, inputs: list[tuple[int, int]]) -> tuple[int, i
             raise Refused("The parameter `size` must be adaptive for this model.", "size")
         return inputs[0]
     if value is None:
-        return (2048, 2048) if model == SEEDREAM4 else (1024, 1024)
-    if model == SEEDREAM4 and value in _PRESETS:
-        return _PRESETS[value]
+        return _2K if model in GROUP else _1K
+    if model in GROUP and value in GROUP[model].presets:
+        return GROUP[model].presets[value]
     match = re.fullmatch(r"(\d+)x(\d+)", value) if isinstance(value, str) else None
     if match is None:
         raise Refused(f"The parameter `size` specified in the request is not valid: {value}.", "size")
     width, height = int(match[1]), int(match[2])
     if model == SEEDREAM3 and not (512 <= width <= 2048 and 512 <= height <= 2048):
         raise Refused("The parameter `size` must have sides between 512 and 2048.", "size")
-    if model == SEEDREAM4 and not (1280 * 720 <= width * height <= 4096 * 4096 and 1 / 16 <= width / height <= 16):
-        raise Refused("The parameter `size` must total between 1280x720 and 4096x4096 pixels.", "size")
+    if model in GROUP:
+        low, high = GROUP[model].pixels
+        if not (low <= width * height <= high and 1 / 16 <= width / height <= 16):
+            raise Refused(f"The parameter `size` must total between {low} and {high} pixels.", "size")
     return width, height

@@ -23,11 +23,11 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tests.emulators.base import Emulator, RecordedRequest, make_image
 
@@ -104,12 +104,76 @@ class _Ultra(_Common):
     _ratio = field_validator("aspect_ratio")(_Kontext._ratio.__func__)  # type: ignore[attr-defined]
 
 
+class _Flux2(_Common):
+    """FLUX.2 [pro]/[max] (the SDK's ``Flux2Params``): up to eight references, free sizes in
+    multiples of 16 up to 4 MP, jpeg/png/webp, prompt upsampling as ``disable_pup``."""
+
+    upsampling_field: ClassVar[str | None] = "disable_pup"
+    disable_pup: bool | None = None
+    safety_tolerance: int = Field(default=2, ge=0, le=5)
+    output_format: str | None = Field(default=None, pattern="^(jpeg|png|webp)$")
+    width: int | None = Field(default=None, ge=64, multiple_of=16)
+    height: int | None = Field(default=None, ge=64, multiple_of=16)
+    input_image: str | None = None
+    input_image_2: str | None = None
+    input_image_3: str | None = None
+    input_image_4: str | None = None
+    input_image_5: str | None = None
+    input_image_6: str | None = None
+    input_image_7: str | None = None
+    input_image_8: str | None = None
+
+    _images = field_validator(*(f"input_image{s}" for s in ("", *(f"_{i}" for i in range(2, 9)))))(_check_b64)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upsampling_field(cls, data: Any) -> Any:
+        for name in ("prompt_upsampling", "disable_pup"):
+            if isinstance(data, dict) and name in data and name != cls.upsampling_field:
+                raise ValueError(f"Extra inputs are not permitted: {name}")
+        return data
+
+    @model_validator(mode="after")
+    def _at_most_4mp(self) -> _Flux2:
+        if self.width and self.height and self.width * self.height > 2048 * 2048:
+            raise ValueError("width*height exceeds the 4MP limit")
+        return self
+
+
+class _Flux2Flex(_Flux2):
+    upsampling_field = "prompt_upsampling"  # flex takes it as itself
+    steps: int = Field(default=50, ge=1, le=50)
+    guidance: float = Field(default=5.0, ge=1.5, le=10.0)
+
+
+class _Flux2Klein(_Flux2):
+    upsampling_field = None  # klein has no upsampling control
+
+
+class _Flux3Preview(_Flux2):
+    """A model BFL has not shipped (tests add it through the operator's ``catalog:``): FLUX.2's
+    fields with ten reference images."""
+
+    input_image_9: str | None = None
+    input_image_10: str | None = None
+
+    _more = field_validator("input_image_9", "input_image_10")(_check_b64)
+
+
+MAX_IMAGES = {"flux-2-klein-4b": 4, "flux-2-klein-9b": 5}
+
 SCHEMAS: dict[str, type[_Common]] = {
     **dict.fromkeys(KONTEXT, _Kontext),
     "flux-pro-1.1": _Dims,
     "flux-dev": _DevInputs,
     "flux-pro": _ProInputs,
     "flux-pro-1.1-ultra": _Ultra,
+    "flux-2-pro": _Flux2,
+    "flux-2-max": _Flux2,
+    "flux-2-flex": _Flux2Flex,
+    "flux-2-klein-4b": _Flux2Klein,
+    "flux-2-klein-9b": _Flux2Klein,
+    "flux-3-preview": _Flux3Preview,
 }
 
 
@@ -192,6 +256,10 @@ class BflEmulator(Emulator):
             return _unprocessable(["body", *first["loc"]], first["msg"], first["type"])
         if model == "flux-kontext-dev" and not body.get("input_image"):
             return _unprocessable(["body", "input_image"], "Field required", "missing")
+        refs = [k for k in body if k.startswith("input_image")]
+        if len(refs) > MAX_IMAGES.get(model, len(refs)):
+            return _unprocessable(["body", refs[-1]], f"{model} takes at most {MAX_IMAGES[model]} images",
+                                  "value_error")
         w, h = _output_size(model, inputs)
         fmt = inputs.output_format or ("png" if model in KONTEXT else "jpeg")
         task_id = str(uuid.uuid4())
@@ -235,6 +303,13 @@ def _unprocessable(loc: list[str | int], msg: str, kind: str) -> web.Response:
 def _output_size(model: str, inputs: _Common) -> tuple[int, int]:
     if isinstance(inputs, _Dims):
         return inputs.width, inputs.height
+    if isinstance(inputs, _Flux2):
+        if inputs.width and inputs.height:
+            return inputs.width, inputs.height
+        if inputs.input_image:  # no size asked: the first reference's, in multiples of 16
+            with Image.open(io.BytesIO(base64.b64decode(inputs.input_image))) as im:
+                return max(64, round(im.width / 16) * 16), max(64, round(im.height / 16) * 16)
+        return 1024, 1024
     assert isinstance(inputs, _Kontext | _Ultra)
     area = 2048 * 2048 if isinstance(inputs, _Ultra) else 1024 * 1024
     if inputs.aspect_ratio:

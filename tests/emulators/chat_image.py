@@ -43,8 +43,10 @@ REFUSAL = ("I'm sorry, but I can't create that image. This request may violate o
 class ChatImageEmulator(Emulator):
     """An OpenAI-compatible chat completions upstream whose answers carry images."""
 
-    def __init__(self, api_key: str = "test-upstream-key") -> None:
+    def __init__(self, api_key: str = "test-upstream-key", models: tuple[str, ...] = ()) -> None:
         super().__init__(api_key)
+        self.models = frozenset((*MODELS, *models))
+        """Model names this reseller sells (a test may add one)."""
         self.mode: Mode = "markdown"
         self._said: deque[str] = deque()
 
@@ -91,7 +93,7 @@ class ChatImageEmulator(Emulator):
         if not isinstance(body, dict):
             raise ApiError("We could not parse the JSON body of your request.")
         validate(body, "CreateChatCompletionRequest")
-        if body["model"] not in MODELS:
+        if body["model"] not in self.models:
             raise ApiError(f"The model `{body['model']}` does not exist.", "model", "model_not_found", 404)
         if body.get("stream_options") is not None and not body.get("stream"):
             raise ApiError("The 'stream_options' parameter is only allowed when 'stream' is enabled.",

@@ -1,14 +1,17 @@
-"""Emulator of Alibaba Cloud DashScope's qwen-image endpoints (providers.md §5).
+"""Emulator of Alibaba Cloud DashScope's Qwen-Image endpoints (providers.md §5).
 
 - ``POST /api/v1/services/aigc/text2image/image-synthesis`` is async-only: without
   ``X-DashScope-Async: enable`` it refuses, as the real endpoint does. It creates a task that
   reports ``PENDING``, then ``RUNNING``, then ``SUCCEEDED`` with result URLs on successive
-  ``GET /api/v1/tasks/{task_id}``; unknown ids are ``UNKNOWN``.
-- ``POST /api/v1/services/aigc/multimodal-generation/generation`` is synchronous (qwen-image-edit).
+  ``GET /api/v1/tasks/{task_id}``; unknown ids are ``UNKNOWN``. Only ``qwen-image`` and
+  ``qwen-image-plus`` take it.
+- ``POST /api/v1/services/aigc/multimodal-generation/generation`` is synchronous: one user message
+  with the reference images (data URIs) and one text (every other model, and those two as well).
 
-Strict about Bearer auth, models, ``W*H`` sizes, ``n``, booleans, prompt lengths and the message
-shape; errors are ``{"request_id", "code", "message"}``. ``fail_task()`` makes the next tasks end
-``FAILED`` with a code (e.g. ``DataInspectionFailed``).
+Strict about Bearer auth, models (``MODELS``: what each takes, as the Qwen-Image and
+Qwen-Image-Edit API references say), ``W*H`` sizes, ``n``, booleans, prompt lengths and the
+message shape; errors are ``{"request_id", "code", "message"}``. ``fail_task()`` makes the next
+tasks end ``FAILED`` with a code (e.g. ``DataInspectionFailed``).
 """
 
 from __future__ import annotations
@@ -28,9 +31,46 @@ from PIL import Image
 
 from tests.emulators.base import Emulator, Failure, make_image
 
-T2I_MODELS = frozenset({"qwen-image", "qwen-image-plus"})
-EDIT_MODELS = {"qwen-image-edit": (1, 1), "qwen-image-edit-plus": (3, 6)}  # max images, max n
-T2I_SIZES = frozenset({"1664*928", "1472*1140", "1328*1328", "1140*1472", "928*1664"})
+T2I_SIZES = frozenset({"1664*928", "1472*1104", "1328*1328", "1104*1472", "928*1664"})
+
+
+@dataclass(frozen=True)
+class Model:
+    """What one upstream model takes."""
+
+    task: bool = False
+    """The async text2image endpoint takes it (the multimodal endpoint takes every model)."""
+    images: tuple[int, int] = (0, 0)
+    """Reference images: least, most."""
+    max_n: int = 1
+    sizes: frozenset[str] | None = None
+    """The only sizes it draws; else ``sides``/``pixels`` bound a free ``W*H``; neither: no size."""
+    sides: tuple[int, int] | None = None
+    pixels: tuple[int, int] | None = None
+    prompt_extend: bool = True
+
+
+_T2I = Model(sizes=T2I_SIZES)
+_EDIT_PLUS = Model(images=(1, 3), max_n=6, sides=(512, 2048))
+_V2 = Model(images=(0, 3), max_n=6, pixels=(512 * 512, 2048 * 2048))
+MODELS: dict[str, Model] = {
+    "qwen-image": Model(task=True, sizes=T2I_SIZES),
+    "qwen-image-plus": Model(task=True, sizes=T2I_SIZES),
+    "qwen-image-plus-2026-01-09": _T2I,
+    "qwen-image-max": _T2I,
+    "qwen-image-max-2025-12-30": _T2I,
+    "qwen-image-edit": Model(images=(1, 3), prompt_extend=False),
+    "qwen-image-edit-plus": _EDIT_PLUS,
+    "qwen-image-edit-plus-2025-10-30": _EDIT_PLUS,
+    "qwen-image-edit-plus-2025-12-15": _EDIT_PLUS,
+    "qwen-image-edit-max": _EDIT_PLUS,
+    "qwen-image-edit-max-2026-01-16": _EDIT_PLUS,
+    "qwen-image-2.0": _V2,
+    "qwen-image-2.0-pro": _V2,
+    # Not in imagegate's shipped catalog: a model an operator adds by configuration
+    # (tests/catalog/test_dashscope.py); up to 10 reference images, as the 3.0 models take.
+    "qwen-image-3.0-pro": Model(images=(0, 10), max_n=6, pixels=(512 * 512, 2048 * 2048)),
+}
 
 
 class Refused(Exception):
@@ -112,16 +152,15 @@ class DashScopeEmulator(Emulator):
             body = self._guard(request)
             if request.headers.get("X-DashScope-Async") != "enable":
                 raise Refused("current user api does not support synchronous calls", "AccessDenied", 403)
-            if body.get("model") not in T2I_MODELS:
+            model = MODELS.get(str(body.get("model")))
+            if model is None or not model.task:
                 raise Refused(f"Model not exist: {body.get('model')!r}", "InvalidParameter")
-            prompt = body["input"].get("prompt")
-            if not isinstance(prompt, str) or not prompt or len(prompt) > 800:
-                raise Refused("input.prompt is required and at most 800 characters")
+            prompt = _prompt(body["input"].get("prompt"), "input.prompt")
             negative = body["input"].get("negative_prompt", "")
             if not isinstance(negative, str) or len(negative) > 500:
                 raise Refused("input.negative_prompt must be a string of at most 500 characters")
             params = body.get("parameters", {})
-            size = params.get("size", "1328*1328")
+            size = params.get("size", "1664*928")
             if size not in T2I_SIZES:
                 raise Refused(f"parameters.size must be one of {sorted(T2I_SIZES)}")
             if params.get("n", 1) != 1:
@@ -165,24 +204,23 @@ class DashScopeEmulator(Emulator):
     async def _multimodal(self, request: web.Request) -> web.StreamResponse:
         try:
             body = self._guard(request)
-            model = body.get("model")
-            if model not in EDIT_MODELS:
-                raise Refused(f"Model not exist: {model!r}")
+            name = str(body.get("model"))
+            model = MODELS.get(name)
+            if model is None:
+                raise Refused(f"Model not exist: {name!r}")
             images, prompt = _message(body["input"])
-            max_images, max_n = EDIT_MODELS[model]
-            if not 1 <= len(images) <= max_images:
-                raise Refused(f"{model} takes 1 to {max_images} images")
+            least, most = model.images
+            if not least <= len(images) <= most:
+                raise Refused(f"{name} takes {least} to {most} images")
             params = body.get("parameters", {})
             n = params.get("n", 1)
-            if not isinstance(n, int) or not 1 <= n <= max_n:
-                raise Refused(f"parameters.n must be between 1 and {max_n} for {model}")
+            if not isinstance(n, int) or not 1 <= n <= model.max_n:
+                raise Refused(f"parameters.n must be between 1 and {model.max_n} for {name}")
             if "negative_prompt" in params and not isinstance(params["negative_prompt"], str):
                 raise Refused("parameters.negative_prompt must be a string")
-            size = images[-1]  # the output follows the last input image unless a size is given
-            if "size" in params:
-                if model == "qwen-image-edit":
-                    raise Refused("parameters.size is not supported by qwen-image-edit")
-                size = _edit_size(params["size"])
+            if "prompt_extend" in params and not model.prompt_extend:
+                raise Refused(f"parameters.prompt_extend is not supported by {name}")
+            size = _size(name, model, params.get("size"), images)
         except Refused as exc:
             return self.error_response(exc.status, exc.message, exc.code)
         seed = zlib.crc32(prompt.encode())
@@ -192,6 +230,38 @@ class DashScopeEmulator(Emulator):
             "output": {"choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": content}}]},
             "usage": {"width": size[0], "height": size[1], "image_count": n},
         })
+
+
+def _prompt(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 800:
+        raise Refused(f"{where} is required and at most 800 characters")
+    return value
+
+
+def _size(name: str, model: Model, value: Any, images: list[tuple[int, int]]) -> tuple[int, int]:
+    """The size drawn: as asked (each side rounded to a multiple of 16, as the references say),
+    else the last input image's (the real one keeps its shape at about 1 MP), else the model's
+    default."""
+    if value is None:
+        if images:
+            return images[-1]
+        return (1664, 928) if model.sizes else (1024, 1024)
+    if model.sizes is not None:
+        if value not in model.sizes:
+            raise Refused(f"parameters.size must be one of {sorted(model.sizes)}")
+        w, h = (int(v) for v in value.split("*"))
+        return w, h
+    if model.sides is None and model.pixels is None:
+        raise Refused(f"parameters.size is not supported by {name}")
+    match = re.fullmatch(r"(\d+)\*(\d+)", value) if isinstance(value, str) else None
+    if match is None:
+        raise Refused("parameters.size must be W*H")
+    w, h = int(match[1]), int(match[2])
+    if model.sides and not all(model.sides[0] <= v <= model.sides[1] for v in (w, h)):
+        raise Refused(f"parameters.size must have sides {model.sides[0]}-{model.sides[1]}")
+    if model.pixels and not model.pixels[0] <= w * h <= model.pixels[1]:
+        raise Refused(f"parameters.size must be {model.pixels[0]} to {model.pixels[1]} pixels")
+    return round(w / 16) * 16, round(h / 16) * 16
 
 
 def _message(inputs: dict[str, Any]) -> tuple[list[tuple[int, int]], str]:
@@ -210,9 +280,9 @@ def _message(inputs: dict[str, Any]) -> tuple[list[tuple[int, int]], str]:
             images.append(_data_uri_size(part["image"]))
         else:
             texts.append(part["text"])
-    if len(texts) != 1 or not isinstance(texts[0], str) or not texts[0]:
+    if len(texts) != 1:
         raise Refused("exactly one text item is required")
-    return images, texts[0]
+    return images, _prompt(texts[0], "the text item")
 
 
 def _data_uri_size(value: Any) -> tuple[int, int]:
@@ -225,10 +295,3 @@ def _data_uri_size(value: Any) -> tuple[int, int]:
             return img.size
     except (binascii.Error, OSError) as exc:
         raise Refused("The image format is illegal and cannot be opened", "BadRequest.UnsupportedFileFormat") from exc
-
-
-def _edit_size(value: Any) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d+)\*(\d+)", value) if isinstance(value, str) else None
-    if match is None or not all(512 <= int(v) <= 2048 for v in match.groups()):
-        raise Refused("parameters.size must be W*H with sides 512-2048")
-    return int(match[1]), int(match[2])

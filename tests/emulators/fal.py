@@ -36,6 +36,7 @@ NAMED_SIZES = {"square_hd": (1024, 1024), "square": (512, 512), "portrait_4_3": 
                "portrait_16_9": (576, 1024), "landscape_4_3": (1024, 768), "landscape_16_9": (1024, 576)}
 _COMMON = {"prompt", "num_images", "seed", "output_format", "sync_mode"}
 _SAFETY = {"safety_tolerance", "enhance_prompt"}
+_FLUX2 = {"prompt", "image_size", "seed", "safety_tolerance", "enable_safety_checker", "output_format", "sync_mode"}
 APPS: dict[str, set[str]] = {
     "fal-ai/flux/dev": _COMMON | {"image_size", "num_inference_steps", "guidance_scale",
                                   "enable_safety_checker", "acceleration"},
@@ -52,6 +53,12 @@ APPS: dict[str, set[str]] = {
     # safety_tolerance; there is no /text-to-image or /multi sub-app.
     "fal-ai/flux-kontext/dev": _COMMON | {"image_url", "resolution_mode", "guidance_scale", "num_inference_steps",
                                           "enable_safety_checker", "acceleration"},
+    # FLUX.2 (fal's model API reference): no num_images; reference images only on the /edit sub-app
+    # (image_urls, image_size "auto" by default there). [flex] adds its sampling settings.
+    **{f"fal-ai/flux-2-{tier}{sub}": _FLUX2 | extra | ({"image_urls"} if sub else set())
+       for tier, extra in (("pro", set()), ("max", set()),
+                           ("flex", {"guidance_scale", "num_inference_steps", "enable_prompt_expansion"}))
+       for sub in ("", "/edit")},
 }
 
 
@@ -196,7 +203,14 @@ def _validated(app: str, body: dict[str, Any]) -> Job:
     seed = body.get("seed", zlib.crc32(body["prompt"].encode()))
     if not isinstance(seed, int):
         raise Invalid("seed", "Input should be a valid integer", "int_type")
-    if "image_size" in allowed:
+    if "image_urls" in allowed and "image_size" in allowed:  # FLUX.2 /edit: "auto" follows the first image
+        refs = body.get("image_urls")
+        if not isinstance(refs, list) or not refs:
+            raise Invalid("image_urls", "Field required", "missing")
+        sizes = [_reference_size(ref, i) for i, ref in enumerate(refs)]  # every one must decode
+        size = body.get("image_size", "auto")
+        width, height = sizes[0] if size == "auto" else _image_size(size)
+    elif "image_size" in allowed:
         width, height = _image_size(body.get("image_size", "landscape_4_3"))
     elif "resolution_mode" in allowed:
         width, height = _kontext_dev_size(body)

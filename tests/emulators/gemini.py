@@ -1,11 +1,12 @@
 """Emulator of the Gemini API's ``generateContent`` for the Nano Banana image models.
 
 Strict about what the gateway must get right (providers.md §2, google-genai ``types.py``):
-the key (``x-goog-api-key`` or ``?key=``), known model names, ``contents`` present and made of
-well-formed parts (exactly one of text / inlineData / fileData; inlineData decodes to an image),
-no unknown fields (Google refuses them with "Invalid JSON payload received. Unknown name"),
-and the enums of ``responseModalities``, ``imageConfig.aspectRatio`` and ``imageSize`` (2K/4K on
-the 3 Pro family only). Answers carry a real PNG of the shape asked for, at Google's 1K
+the key (``x-goog-api-key`` or ``?key=``), known model names (``MODELS``; a test may add one),
+``contents`` present and made of well-formed parts (exactly one of text / inlineData / fileData;
+inlineData decodes to an image), no unknown fields (Google refuses them with "Invalid JSON payload
+received. Unknown name"), and the enums of ``responseModalities``, ``imageConfig.aspectRatio`` and
+``imageSize`` — each model's own (the extreme ratios and 512 on the 3.1 models only, 2K/4K not on
+the 1K-only ones). Answers carry a real PNG of the shape asked for, at Google's 1K
 dimensions (×2 for 2K, ×4 for 4K), plus ``usageMetadata``.
 
 Failure modes beyond ``fail()``: ``no_image(finish_reason=...)`` (a 200 without an image, as the
@@ -32,15 +33,34 @@ from pydantic.alias_generators import to_camel
 
 from tests.emulators.base import Emulator, make_image
 
-FLASH = ("gemini-2.5-flash-image", "gemini-2.5-flash-image-preview")
-PRO = ("gemini-3-pro-image-preview",)
-# The documented ten, plus the extremes the newer enum adds.
-RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9", "1:4", "4:1", "1:8", "8:1")
+# The documented ten; the Gemini 3.1 image models add the extremes (google-genai's newer enum).
+RATIOS_10 = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+RATIOS_14 = (*RATIOS_10, "1:4", "4:1", "1:8", "8:1")
+RATIOS = RATIOS_14
+
+
+@dataclass(frozen=True)
+class Model:
+    """What one Gemini image model takes: ``imageConfig.aspectRatio`` and ``imageSize`` values."""
+
+    ratios: tuple[str, ...]
+    sizes: tuple[str, ...]
+
+
+FLASH = Model(RATIOS_10, ("1K",))
+PRO = Model(RATIOS_10, ("1K", "2K", "4K"))
+MODELS = {
+    "gemini-2.5-flash-image": FLASH, "gemini-2.5-flash-image-preview": FLASH,
+    "gemini-3-pro-image-preview": PRO, "gemini-3-pro-image": PRO,
+    "gemini-3.1-flash-image-preview": Model(RATIOS_14, ("512", "1K", "2K", "4K")),
+    "gemini-3.1-flash-image": Model(RATIOS_14, ("512", "1K", "2K", "4K")),
+    "gemini-3.1-flash-lite-image": Model(RATIOS_14, ("1K",)),
+}
 # Gemini's output dimensions at 1K per aspect ratio (Google's image-generation guide).
 DIMS_1K = {"1:1": (1024, 1024), "2:3": (832, 1248), "3:2": (1248, 832), "3:4": (864, 1184), "4:3": (1184, 864),
            "4:5": (896, 1152), "5:4": (1152, 896), "9:16": (768, 1344), "16:9": (1344, 768), "21:9": (1536, 672),
            "1:4": (512, 2048), "4:1": (2048, 512), "1:8": (384, 3072), "8:1": (3072, 384)}
-SCALE = {"1K": 1, "2K": 2, "4K": 4}
+SCALE = {"512": 0.5, "1K": 1, "2K": 2, "4K": 4}
 MODALITIES = ("TEXT", "IMAGE", "AUDIO", "VIDEO")
 STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
           429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
@@ -127,8 +147,10 @@ class _Outcome:
 class GeminiEmulator(Emulator):
     """A loopback Gemini API; ``calls`` records every request."""
 
-    def __init__(self, api_key: str = "test-upstream-key") -> None:
+    def __init__(self, api_key: str = "test-upstream-key", models: dict[str, Model] | None = None) -> None:
         super().__init__(api_key)
+        self.models = {**MODELS, **(models or {})}
+        """Models this upstream serves (a test may add one Google has not shipped yet)."""
         self._outcomes: list[_Outcome] = []
         self._outcome_lock = threading.Lock()
 
@@ -187,7 +209,7 @@ class GeminiEmulator(Emulator):
         model, _, method = request.match_info["target"].partition(":")
         if method != "generateContent":
             raise GoogleError(404, f"Method {method!r} is not found.")
-        if model not in FLASH + PRO:
+        if model not in self.models:
             raise GoogleError(404, f"models/{model} is not found for API version v1beta, or is not supported "
                                    "for generateContent. Call ListModels to see the list of available models.")
         recorded = self.recorded(request)
@@ -199,21 +221,21 @@ class GeminiEmulator(Emulator):
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise GoogleError(400, f"Invalid JSON payload received. {where}: {first['msg']}") from exc
-        ratio, size, inputs = self._validate(model, req)
+        ratio, size, inputs = self._validate(self.models[model], model, req)
         with self._outcome_lock:
             outcome = self._outcomes.pop(0) if self._outcomes else None
         if outcome is not None:
             return web.json_response(_failure_answer(model, outcome))
         if ratio is None:
             ratio = _nearest(inputs[0]) if inputs else "1:1"
-        w, h = (d * SCALE[size] for d in DIMS_1K[ratio])
+        w, h = (int(d * SCALE[size]) for d in DIMS_1K[ratio])
         prompt = " ".join(p.text for c in req.contents for p in c.parts if p.text)
         png = await asyncio.to_thread(make_image, w, h, "png", seed=zlib.crc32(prompt.encode()))
         parts: list[dict[str, Any]] = [{"text": "Here is the image you asked for."}]
         parts.append({"inlineData": {"mimeType": "image/png", "data": base64.b64encode(png).decode()}})
         text_tokens = max(1, len(prompt) // 4)
         image_in = 258 * len(inputs)
-        image_out = {"1K": 1290, "2K": 1290, "4K": 2000}[size]
+        image_out = {"512": 1290, "1K": 1290, "2K": 1290, "4K": 2000}[size]
         return web.json_response({
             "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}],
             "usageMetadata": {
@@ -239,7 +261,7 @@ class GeminiEmulator(Emulator):
                  "domain": "googleapis.com"}])
 
     @staticmethod
-    def _validate(model: str, req: _Request) -> tuple[str | None, str, list[tuple[int, int]]]:
+    def _validate(caps: Model, model: str, req: _Request) -> tuple[str | None, str, list[tuple[int, int]]]:
         if not req.contents:
             raise GoogleError(400, "* GenerateContentRequest.contents: contents is not specified")
         for c in req.contents:
@@ -275,10 +297,12 @@ class GeminiEmulator(Emulator):
         image = config.image_config or _ImageConfig()
         if image.aspect_ratio is not None and image.aspect_ratio not in RATIOS:
             raise GoogleError(400, f"Unsupported aspect ratio: {image.aspect_ratio}")
+        if image.aspect_ratio is not None and image.aspect_ratio not in caps.ratios:
+            raise GoogleError(400, f"Aspect ratio {image.aspect_ratio} is not supported by {model}.")
         size = image.image_size or "1K"
         if size not in SCALE:
             raise GoogleError(400, f"Unsupported image size: {size}. Use 1K, 2K or 4K.")
-        if model in FLASH and size != "1K":
+        if size not in caps.sizes:
             raise GoogleError(400, f"Image size {size} is not supported by {model}.")
         return image.aspect_ratio, size, inputs
 

@@ -51,8 +51,13 @@ class ImageModel:
     max_n: int = 10
     generations: bool = True
     edits: bool = True
-    custom_sizes: bool = False  # any WxH within the gpt-image-2 limits
+    custom_sizes: bool = False  # any WxH within the limits below (gpt-image-2's by default)
     input_fidelity: bool = True
+    multiple_of: int = 16
+    max_ratio: float = 3
+    max_side: int = 3840
+    max_pixels: int = 3840 * 2160
+    min_pixels: int = 0  # the spec states no floor
 
 
 _GPT_SIZES = ("auto", "1024x1024", "1536x1024", "1024x1536")
@@ -176,9 +181,11 @@ class ImageJob:
     input_images: int = 0
 
 
-def resolve(body: dict[str, Any], endpoint: str, input_images: int = 0) -> ImageJob:
+def resolve(
+    body: dict[str, Any], endpoint: str, input_images: int = 0, models: dict[str, ImageModel] | None = None
+) -> ImageJob:
     """Apply the per-model rules the spec states in prose to a schema-valid body."""
-    model = _model(body, endpoint)
+    model = _model(body, endpoint, MODELS if models is None else models)
     prompt: str = body["prompt"]
     if len(prompt) > model.max_prompt:
         raise ApiError(
@@ -227,16 +234,16 @@ def resolve(body: dict[str, Any], endpoint: str, input_images: int = 0) -> Image
     )
 
 
-def _model(body: dict[str, Any], endpoint: str) -> ImageModel:
+def _model(body: dict[str, Any], endpoint: str, models: dict[str, ImageModel]) -> ImageModel:
     name = body.get("model")
     if name is None and endpoint == "edits":
         name = "gpt-image-1.5"
     elif name is None:
         # "Defaults to dall-e-2 unless a parameter specific to the GPT image models is used."
         name = "gpt-image-1.5" if any(body.get(key) is not None for key in _GPT_ONLY) else "dall-e-2"
-    model = MODELS.get(name)
+    model = models.get(name)
     if model is None or not (model.edits if endpoint == "edits" else model.generations):
-        supported = [m.name for m in MODELS.values() if (m.edits if endpoint == "edits" else m.generations)]
+        supported = [m.name for m in models.values() if (m.edits if endpoint == "edits" else m.generations)]
         raise _unsupported_value("model", name, None, supported)
     return model
 
@@ -267,19 +274,19 @@ def _dimensions(size: str, model: ImageModel) -> tuple[int, int]:
     match = re.fullmatch(r"([1-9]\d*)x([1-9]\d*)", size)
     if match:
         width, height = int(match[1]), int(match[2])
-        if size in model.sizes or (model.custom_sizes and _custom_size_ok(width, height)):
+        if size in model.sizes or (model.custom_sizes and _custom_size_ok(width, height, model)):
             return width, height
     raise _unsupported_value("size", size, model, model.sizes)
 
 
-def _custom_size_ok(width: int, height: int) -> bool:
+def _custom_size_ok(width: int, height: int, model: ImageModel) -> bool:
     # gpt-image-2: sides divisible by 16, aspect ratio within 1:3..3:1, at most 3840x2160.
     return (
-        width % 16 == 0
-        and height % 16 == 0
-        and 1 / 3 <= width / height <= 3
-        and max(width, height) <= 3840
-        and width * height <= 3840 * 2160
+        width % model.multiple_of == 0
+        and height % model.multiple_of == 0
+        and 1 / model.max_ratio <= width / height <= model.max_ratio
+        and max(width, height) <= model.max_side
+        and model.min_pixels <= width * height <= model.max_pixels
     )
 
 
@@ -385,7 +392,12 @@ def _openai_errors(route: Route) -> Route:
 
 
 class OpenAIEmulator(Emulator):
-    """OpenAI's Images API, strict about the official spec."""
+    """OpenAI's Images API, strict about the official spec. ``models`` adds models (a newer GPT
+    image model, an OpenAI-compatible vendor's) to the ones the spec names."""
+
+    def __init__(self, api_key: str = "test-upstream-key", models: tuple[ImageModel, ...] = ()) -> None:
+        super().__init__(api_key)
+        self.models = {**MODELS, **{model.name: model for model in models}}
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -428,7 +440,7 @@ class OpenAIEmulator(Emulator):
         if not isinstance(body, dict):
             raise ApiError("We could not parse the JSON body of your request.")
         validate(body, "CreateImageRequest")
-        return await self._answer(request, resolve(body, "generations"), "image_generation")
+        return await self._answer(request, resolve(body, "generations", models=self.models), "image_generation")
 
     @_openai_errors
     async def _edits(self, request: web.Request) -> web.StreamResponse:
@@ -448,7 +460,7 @@ class OpenAIEmulator(Emulator):
             param = "images"
         else:
             raise ApiError("Send the edit as multipart/form-data or as a JSON object.")
-        job = resolve(body, "edits", input_images=len(images))
+        job = resolve(body, "edits", input_images=len(images), models=self.models)
         if request.content_type == "application/json" and not job.model.gpt:
             raise ApiError("JSON edits support GPT image models only.", "model", "invalid_value")
         check_edit_inputs(images, mask, job.model, param)
@@ -457,7 +469,7 @@ class OpenAIEmulator(Emulator):
     @_openai_errors
     async def _models(self, request: web.Request) -> web.StreamResponse:
         self._authorize(request)
-        models = [{"id": name, "object": "model", "created": 1698785189, "owned_by": "system"} for name in MODELS]
+        models = [{"id": name, "object": "model", "created": 1698785189, "owned_by": "system"} for name in self.models]
         return web.json_response({"object": "list", "data": models})
 
     def _authorize(self, request: web.Request) -> None:

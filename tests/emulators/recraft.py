@@ -35,6 +35,12 @@ V3_SIZES = frozenset({
     "1024x1024", "1365x1024", "1024x1365", "1536x1024", "1024x1536", "1820x1024", "1024x1820", "1024x2048",
     "2048x1024", "1434x1024", "1024x1434", "1024x1280", "1280x1024", "1024x1707", "1707x1024",
 })
+# recraft.ai/docs/api-reference/appendix: V4 has its own sizes and a 10000-character prompt limit.
+V4_SIZES = frozenset({
+    "1024x1024", "1536x768", "768x1536", "1280x832", "832x1280", "1216x896", "896x1216", "1152x896", "896x1152",
+    "832x1344", "1280x896", "896x1280", "1344x768", "768x1344",
+})
+SIZES = {"recraftv4": V4_SIZES, "recraftv4_1": V4_SIZES}
 FIELDS = frozenset({"prompt", "model", "style", "substyle", "style_id", "size", "n", "negative_prompt",
                     "random_seed", "response_format", "image_format", "controls", "text_layout", "block_nsfw",
                     "calculate_features", "expire"})
@@ -105,6 +111,8 @@ def _validate(body: dict[str, Any]) -> tuple[int, int, int, str]:
         raise Refused(f"unknown model {model!r}", "invalid_model")
     if model.startswith(("recraftv3", "recraftv2", "recraft20b")) and len(prompt) > 1000:
         raise Refused("prompt is longer than 1000 characters", "prompt_too_long")
+    if len(prompt) > 10000:
+        raise Refused("prompt is longer than 10000 characters", "prompt_too_long")
     if "style" in body and body["style"] not in STYLES:
         raise Refused(f"invalid style {body['style']!r}", "invalid_style")
     if "substyle" in body:
@@ -115,7 +123,7 @@ def _validate(body: dict[str, Any]) -> tuple[int, int, int, str]:
     if "style_id" in body and ("style" in body or "substyle" in body):
         raise Refused("style_id and style are mutually exclusive", "invalid_style")
     size = body.get("size", "1024x1024")
-    if size not in V3_SIZES:
+    if size not in SIZES.get(model, V3_SIZES):
         raise Refused(f"invalid size {size!r}", "invalid_size")
     n = body.get("n", 1)
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 6:

@@ -47,6 +47,8 @@ class Model:
     formats: tuple[str, ...]
     list_output: bool
     required: frozenset[str] = frozenset({"prompt"})
+    max_images: int = 0
+    """Length limit of ``input_images`` (FLUX.2)."""
 
 
 _FLUX = frozenset({"prompt", "aspect_ratio", "num_outputs", "seed", "output_format", "output_quality",
@@ -69,6 +71,15 @@ MODELS = {
                    "output_format", "output_quality", "disable_safety_checker", "go_fast"}),
         ("match_input_image", *FLUX_RATIOS), ("webp", "jpg", "png"), False,
         required=frozenset({"prompt", "input_image"})),
+    # flux-2-pro's API page (version 285631b5): input_images (at most 8), match_input_image + custom + nine
+    # ratios, resolution, webp/jpg/png, one output. flux-2-flex (which tests add through the operator's
+    # catalog:) takes ten images and its sampling settings.
+    **{f"black-forest-labs/flux-2-{tier}": Model(
+        frozenset({"prompt", "input_images", "aspect_ratio", "resolution", "width", "height", "safety_tolerance",
+                   "seed", "output_format", "output_quality", *extra}),
+        ("match_input_image", "custom", "1:1", "16:9", "3:2", "2:3", "4:5", "5:4", "9:16", "3:4", "4:3"),
+        ("webp", "jpg", "png"), False, max_images=images)
+       for tier, images, extra in (("pro", 8, ()), ("flex", 10, ("steps", "guidance", "prompt_upsampling")))},
 }
 VERSIONS = {"5599ed30703defd1d160a25a63321b4dec97101d98b4674bcc56e41f62f35637": "black-forest-labs/flux-schnell"}
 
@@ -225,6 +236,12 @@ def _validate(spec: Model, inp: dict[str, Any]) -> None:
     for key in ("image", "input_image", "image_prompt"):
         if key in inp:
             _image(inp[key], key)
+    if "input_images" in inp:
+        images = inp["input_images"]
+        if not isinstance(images, list) or len(images) > spec.max_images:
+            raise Invalid(f"input_images: at most {spec.max_images} images")
+        for image in images:
+            _image(image, "input_images")
 
 
 def _image(value: Any, key: str) -> tuple[int, int]:
@@ -241,6 +258,8 @@ def _image(value: Any, key: str) -> tuple[int, int]:
 
 def _size(spec: Model, inp: dict[str, Any]) -> tuple[int, int]:
     ratio = inp.get("aspect_ratio", "1:1")
+    if inp.get("input_images") and ratio == "match_input_image":
+        return _image(inp["input_images"][0], "input_images")
     for key in ("input_image", "image"):
         if key in inp and (ratio == "match_input_image" or key == "image"):
             return _image(inp[key], key)

@@ -11,9 +11,9 @@ import asyncio
 from collections import defaultdict
 
 import numpy as np
+from training.adherence import check, read, single_object, two_objects
 
 from imagegate.localmodel import LocalRequest, ShapesEngine
-from imagegate.localmodel.adherence import check, read, single_object, two_objects
 
 # The shipped weights reach background/colour/position 1.0, size 0.93 and shape 0.50
 # (chance: 0.20) on the 30 single-object cases, and background 1.0 / both colours 0.92

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from training.adherence import palette_labels, read
 
 from imagegate.localmodel import LocalRequest, ShapesEngine, composite, upscale
-from imagegate.localmodel.adherence import palette_labels, read
 from imagegate.localmodel.vocab import COLORS
 
 YELLOW = list(COLORS).index("yellow")

@@ -13,10 +13,10 @@ import pytest
 from openai import OpenAI
 from sqlalchemy import select
 
+from imagegate.catalog import Catalog
 from imagegate.core.errors import InvalidRequest
 from imagegate.db.models import Account
 from imagegate.db.session import make_engine, make_sessionmaker
-from imagegate.providers.ark import SEEDREAM4_PIXELS, _seedream4_pixels
 from tests.conftest import StartGateway
 from tests.emulators.ark import SEEDEDIT, SEEDREAM3, SEEDREAM4, ArkEmulator
 from tests.emulators.base import Failure, make_image
@@ -25,6 +25,11 @@ from tests.images import decode_image as decoded
 from tests.images import fetch_image as fetch
 
 PATH = "/api/v3/images/generations"
+# Seedream 4.0's pixel range and the scaling into it: the catalog's size_bounds, applied generically.
+_BOUNDS = Catalog.load().protocol("ark").spec(SEEDREAM4).size_bounds
+assert _BOUNDS is not None and _BOUNDS.min_pixels is not None and _BOUNDS.max_pixels is not None
+SEEDREAM4_PIXELS = (_BOUNDS.min_pixels, _BOUNDS.max_pixels)
+_seedream4_pixels = _BOUNDS.fit
 PRICE = 30_000  # micro-units per Seedream 4.0 image (0.03)
 
 

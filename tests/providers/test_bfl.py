@@ -13,7 +13,6 @@ import openai
 import pytest
 from openai import OpenAI
 
-from imagegate.providers.bfl import BflAdapter
 from tests.conftest import StartGateway
 from tests.emulators.base import Failure, make_image
 from tests.emulators.bfl import BflEmulator
@@ -32,7 +31,7 @@ def emu() -> Iterator[BflEmulator]:
 def gw(emu: BflEmulator, module_gateway_factory: StartGateway) -> GatewayProcess:
     return module_gateway_factory({
         "channels": [
-            channel("bfl", "bfl", emu.url, dict(BflAdapter.default_models)),
+            channel("bfl", "bfl", emu.url, {}),  # no models: the catalog's public names (served_as)
             # Second choice for flux-kontext-pro only: failover target.
             channel("backup", "bfl", emu.url, {"flux-kontext-pro": "flux-kontext-pro"}, priority=1),
             channel("slow", "bfl", emu.url, {"flux-slow": "flux-pro-1.1"}, timeout=0.5),

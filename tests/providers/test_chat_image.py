@@ -13,7 +13,7 @@ import pytest
 from openai import OpenAI
 from PIL import Image
 
-from imagegate.providers.chat_image import find_images
+from imagegate.wire.chat import find_images
 from tests.conftest import StartGateway
 from tests.emulators.base import Failure, make_image
 from tests.emulators.chat_image import REFUSAL, ChatImageEmulator

@@ -35,7 +35,9 @@ def gw(emu: DashScopeEmulator, module_gateway_factory: StartGateway) -> GatewayP
     return module_gateway_factory({
         "channels": [
             channel("ds", "dashscope", emu.url, {"qwen-image": "qwen-image", "qwen-image-edit": "qwen-image-edit",
-                                                 "qwen-image-edit-plus": "qwen-image-edit-plus"}),
+                                                 "qwen-image-edit-plus": "qwen-image-edit-plus",
+                                                 "qwen-image-max": "qwen-image-max",
+                                                 "qwen-image-2.0": "qwen-image-2.0"}),
             channel("slow", "dashscope", emu.url, {"qwen-image-slow": "qwen-image"}, timeout=0.5),
             channel("badkey", "dashscope", emu.url, {"qwen-image-badkey": "qwen-image"}, api_key="wrong-key"),
             channel("ws", "dashscope", emu.url, {"qwen-image-ws": "qwen-image"}, options={"workspace": "ws-42"}),
@@ -91,8 +93,8 @@ def test_qwen_image_b64_json(client: OpenAI, emu: DashScopeEmulator) -> None:
 
 
 @pytest.mark.parametrize(("size", "native"), [
-    ("1792x1024", "1664*928"), ("1024x1792", "928*1664"), ("800x600", "1472*1140"),
-    ("1024x1365", "1140*1472"), ("512x512", "1328*1328"),
+    ("1792x1024", "1664*928"), ("1024x1792", "928*1664"), ("800x600", "1472*1104"),
+    ("1024x1365", "1104*1472"), ("512x512", "1328*1328"),
 ])
 def test_sizes_snap_to_the_qwen_image_list_as_w_star_h(client: OpenAI, emu: DashScopeEmulator, size: str,
                                                        native: str) -> None:
@@ -174,6 +176,43 @@ def test_edit_plus_takes_native_n_and_size(client: OpenAI, emu: DashScopeEmulato
     (call,) = calls(emu, MULTIMODAL)
     assert call.json["parameters"]["n"] == 2 and call.json["parameters"]["size"] == "1536*1024"
     assert len(call.json["input"]["messages"][0]["content"]) == 3
+
+
+def test_edit_takes_up_to_three_images_and_drops_prompt_extend(client: OpenAI, emu: DashScopeEmulator) -> None:
+    raw = client.images.with_raw_response.edit(
+        model="qwen-image-edit", image=[("a.png", PNG, "image/png")] * 3, prompt="merge",
+        extra_body={"prompt_extend": "false"})
+    assert raw.headers["x-imagegate-dropped-params"] == "prompt_extend"
+    (call,) = calls(emu, MULTIMODAL)
+    assert len(call.json["input"]["messages"][0]["content"]) == 4
+    assert call.json["parameters"] == {"n": 1, "watermark": False}
+
+
+# ---- the synchronous text-to-image models --------------------------------------------------------
+
+
+def test_qwen_image_max_draws_synchronously_from_text(client: OpenAI, emu: DashScopeEmulator) -> None:
+    r = client.images.generate(model="qwen-image-max", prompt="a lantern", size="1792x1024", n=2,
+                               response_format="b64_json", extra_body={"negative_prompt": "fog", "seed": 7})
+    assert [decoded(d.b64_json).size for d in r.data] == [(1664, 928)] * 2
+    sent = calls(emu, MULTIMODAL)
+    assert len(sent) == 2 and calls(emu, T2I) == []  # n fixed at 1: fanned out
+    assert all("x-dashscope-async" not in c.headers for c in sent)
+    assert sent[0].json["input"] == {"messages": [{"role": "user", "content": [{"text": "a lantern"}]}]}
+    assert sent[0].json["parameters"] == {"n": 1, "watermark": False, "size": "1664*928", "seed": 7,
+                                          "negative_prompt": "fog"}
+
+
+@pytest.mark.parametrize(("size", "native"), [
+    ("4096x4096", "2048*2048"), ("256x256", "512*512"), ("1024x1792", "1024*1792"), ("3840x2160", "2720*1536"),
+])
+def test_qwen_image_2_sizes_stay_within_its_pixel_bounds(client: OpenAI, emu: DashScopeEmulator, size: str,
+                                                         native: str) -> None:
+    client.images.generate(model="qwen-image-2.0", prompt="x", size=size)  # type: ignore[arg-type]
+    (call,) = calls(emu, MULTIMODAL)
+    assert call.json["parameters"]["size"] == native
+    w, h = (int(v) for v in native.split("*"))
+    assert 512 * 512 <= w * h <= 2048 * 2048 and w % 16 == h % 16 == 0
 
 
 # ---- refused before any upstream call ------------------------------------------------------------
@@ -313,7 +352,7 @@ def test_emulator_refuses_bad_task_submissions(emu: DashScopeEmulator, body: dic
 
 @pytest.mark.parametrize(("model", "content", "params"), [
     ("qwen-image-edit", [{"text": "x"}], {}),
-    ("qwen-image-edit", [{"image": URI_PNG}, {"image": URI_PNG}, {"text": "x"}], {}),
+    ("qwen-image-edit", [{"image": URI_PNG}] * 4 + [{"text": "x"}], {}),
     ("qwen-image-edit", [{"image": URI_PNG}, {"text": "x"}], {"size": "1024*1024"}),
     ("qwen-image-edit", [{"image": URI_PNG}, {"text": "x"}], {"n": 2}),
     ("qwen-image-edit-plus", [{"image": URI_PNG}, {"text": "x"}], {"size": "1024x1024"}),

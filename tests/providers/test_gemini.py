@@ -12,10 +12,12 @@ import openai
 import pytest
 from openai import OpenAI
 
+from imagegate.catalog import Catalog
+from imagegate.config import ChannelConfig
 from imagegate.core.errors import ContentRefused, NoImageReturned
 from imagegate.core.job import Call, ImageJob, InputImage, NativeRequest
-from imagegate.providers.gemini import build_request, read_answer
-from imagegate.providers.gemini_types import GenerateContentResponse
+from imagegate.providers.gemini import GeminiAdapter, read_answer
+from imagegate.wire.gemini import GenerateContentResponse
 from tests.conftest import StartGateway
 from tests.emulators.base import Failure, make_image
 from tests.emulators.gemini import GeminiEmulator
@@ -304,7 +306,12 @@ def test_upstream_400_carries_googles_message(client: OpenAI, emu: GeminiEmulato
 
 
 def _call(job: ImageJob, model: str = "gemini-3-pro-image-preview", images: tuple[InputImage, ...] = ()) -> Call:
-    return Call(job, model, 1, images)
+    return Call(job, Catalog.load().protocol("gemini").spec(model), model, 1, images)
+
+
+def build_request(call: Call) -> Any:
+    adapter = GeminiAdapter(ChannelConfig(name="g", provider="gemini"), None)  # type: ignore[arg-type]
+    return adapter.build_request(call)
 
 
 def test_native_request_is_passed_through_with_only_explicit_overrides() -> None:

@@ -157,7 +157,7 @@ def files(s3_server: S3Server) -> tuple[TestClient, S3BlobStore]:
     store = s3_server.store()
     app = FastAPI()
     app.include_router(router)
-    app.state.store, app.state.signer = store, SIGNER
+    app.state.store, app.state.urls = store, store.urls
     return TestClient(app), store
 
 

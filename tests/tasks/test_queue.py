@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,15 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from imagegate.api.tasks import task_object
 from imagegate.config import Settings
 from imagegate.db.migrate import upgrade
 from imagegate.db.models import Task, WebhookDelivery
 from imagegate.db.session import make_engine, make_sessionmaker
+from imagegate.db.status import FAILURE, IN_PROGRESS, QUEUED, SUCCESS
 from imagegate.state import AppState, build_state
-from imagegate.tasks.queue import FAILURE, IN_PROGRESS, QUEUED, SUCCESS, TaskQueue
+from imagegate.tasks.queue import TaskQueue
+from imagegate.tasks.webhooks import WebhookSender
 from imagegate.tasks.worker import TaskRunner, blobs_of
 from tests.conftest import StartGateway
 from tests.emulators.bfl import BflEmulator
@@ -201,7 +205,9 @@ async def test_retention_deletes_old_tasks_their_blobs_and_deliveries(state: App
     (running,) = await add(state.sessions)  # unfinished tasks are never expired
 
     assert sorted(blobs_of(await row(state.sessions, old_id))) == sorted([upload, output])
-    removed = await TaskRunner(state).cleanup(time.time() - 7 * 86400)
+    webhooks = WebhookSender(state.settings.tasks, state.sessions, state.safe, render=partial(task_object, state))
+    runner = TaskRunner(state.settings.tasks, state.sessions, state.gateway, state.tasks, webhooks)
+    removed = await runner.cleanup(time.time() - 7 * 86400)
     assert removed == 1
     async with state.sessions() as s:
         assert set((await s.execute(select(Task.id))).scalars()) == {new_id, running}

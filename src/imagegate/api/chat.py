@@ -12,7 +12,6 @@ body travels along as ``job.native`` for chat-protocol upstreams.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -21,7 +20,19 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from imagegate.api import sse
-from imagegate.api.chat_schemas import (
+from imagegate.api.answer import Result, answer, new_request_id
+from imagegate.api.conversation import fit_references, public_model
+from imagegate.api.deps import StateDep, WorkPrincipalDep
+from imagegate.api.images import pydantic_error, source_from_string
+from imagegate.api.parsing import async_flag, json_object
+from imagegate.api.render import answer_headers
+from imagegate.api.schemas import ImageRequest
+from imagegate.core.errors import ImagegateError, InvalidRequest, ModelNotFound
+from imagegate.core.job import ImageJob, ImageSource, NativeRequest, Usage
+from imagegate.gateway import Outcome
+from imagegate.state import AppState
+from imagegate.wire.chat import (
+    MARKDOWN_IMAGE,
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
@@ -31,17 +42,9 @@ from imagegate.api.chat_schemas import (
     Choice,
     ChunkChoice,
     Delta,
+    find_images,
+    model_text,
 )
-from imagegate.api.conversation import MARKDOWN_IMAGE, find_images, fit_references, model_text, public_model
-from imagegate.api.deps import StateDep, WorkPrincipalDep
-from imagegate.api.images import pydantic_error, source_from_string
-from imagegate.api.parsing import json_object
-from imagegate.api.render import answer_headers, json_response
-from imagegate.api.schemas import ImageRequest
-from imagegate.core.errors import ImagegateError, InvalidRequest, ModelNotFound
-from imagegate.core.job import ImageJob, ImageSource, NativeRequest, Usage
-from imagegate.gateway import Outcome
-from imagegate.state import AppState
 
 router = APIRouter(tags=["chat"])
 
@@ -77,20 +80,16 @@ async def completions(request: Request, state: StateDep, principal: WorkPrincipa
         raise ModelNotFound(
             f"The model {req.model!r} is not an image model served here: chat completions on this gateway "
             "draw with image models only (see GET /v1/models).", param="model") from exc
-    principal.require_model(model)
     job = fit_references(state.router, *to_job(req, model, body, state))
-    request_id = uuid.uuid4().hex
+    if not req.stream:
+        return await answer(state, request, job, principal, render)
+    if async_flag(request):
+        raise InvalidRequest("async=true cannot be combined with stream: true: a task is read back later, a "
+                             "stream as it goes.", param="async")
+    principal.require_model(model)
+    request_id = new_request_id()
     completion_id = f"chatcmpl-{request_id}"
     headers = answer_headers(request_id)
-    if not req.stream:
-        outcome = await state.gateway.execute(job, principal, request_id=request_id)
-        headers = answer_headers(request_id, outcome.dropped, outcome.adjusted)
-        answer = ChatCompletion(
-            id=completion_id, created=int(time.time()), model=req.model, usage=chat_usage(outcome.usage),
-            choices=[Choice(index=i, message=AssistantMessage(content=c))
-                     for i, c in enumerate(contents(state, outcome, job.n))])
-        return json_response(answer.model_dump(), headers=headers)
-
     task = await sse.start(state.gateway.execute(job, principal, request_id=request_id))
     created = int(time.time())
 
@@ -99,7 +98,7 @@ async def completions(request: Request, state: StateDep, principal: WorkPrincipa
                                       choices=choices, usage=usage)
         return b"data: " + orjson.dumps(payload.model_dump(exclude_none=True)) + b"\n\n"
 
-    async def render(outcome: Outcome) -> list[bytes]:
+    async def render_stream(outcome: Outcome) -> list[bytes]:
         texts = contents(state, outcome, job.n)
         out = [chunk([ChunkChoice(index=i, delta=Delta(content=t))]) for i, t in enumerate(texts)]
         out += [chunk([ChunkChoice(index=i, delta=Delta(), finish_reason="stop")]) for i in range(len(texts))]
@@ -113,9 +112,21 @@ async def completions(request: Request, state: StateDep, principal: WorkPrincipa
 
     response = sse.stream(
         task, head=[chunk([ChunkChoice(index=0, delta=Delta(role="assistant", content=""))])],
-        keepalive=b": keep-alive\n\n", render=render, render_error=render_error, tail=[b"data: [DONE]\n\n"])
+        keepalive=b": keep-alive\n\n", render=render_stream, render_error=render_error, tail=[b"data: [DONE]\n\n"])
     response.headers.update(headers)
     return response
+
+
+async def render(state: AppState, result: Result) -> dict[str, Any]:
+    """A ``chat.completion`` whose message links the images (sync answers and async tasks); the
+    model is named as the caller named it (a Google alias stays one)."""
+    job = result.job
+    asked = job.native.body.get("model", job.model) if job.native is not None else job.model
+    completion = ChatCompletion(
+        id=f"chatcmpl-{result.id}", created=result.created, model=str(asked), usage=chat_usage(result.usage),
+        choices=[Choice(index=i, message=AssistantMessage(content=c))
+                 for i, c in enumerate(contents(state, result, job.n))])
+    return completion.model_dump()
 
 
 def to_job(req: ChatCompletionRequest, model: str, body: dict[str, Any], state: AppState) -> tuple[ImageJob, bool]:
@@ -193,7 +204,7 @@ def _split_markdown(text: str, param: str) -> tuple[str, list[tuple[str, str]]]:
     return MARKDOWN_IMAGE.sub("", text).strip(), urls
 
 
-def contents(state: AppState, outcome: Outcome, n: int) -> list[str]:
+def contents(state: AppState, outcome: Outcome | Result, n: int) -> list[str]:
     """Message contents: one with every image, or one per image when the caller asked for
     ``n`` > 1 (each choice then holds one image; model text goes with the first)."""
     links = [f"![image]({_url(state, d.blob, d.b64, d.mime)})" for d in outcome.delivered]

@@ -20,7 +20,8 @@ GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSI
 
 
 def is_google_surface(path: str) -> bool:
-    return path.startswith("/v1beta/") or (path.startswith("/v1/models/") and ":" in path)
+    return path.startswith("/v1beta/") or (
+        path.startswith("/v1/models/") and path.endswith((":generateContent", ":streamGenerateContent")))
 
 
 def render(request: Request, exc: ImagegateError) -> Response:

@@ -24,20 +24,21 @@ from fastapi.responses import JSONResponse, Response
 from starlette.responses import FileResponse, StreamingResponse
 
 from imagegate.core.errors import InvalidRequest, NotFound
-from imagegate.storage import BlobStore, UrlSigner, content_type_of
+from imagegate.storage import BlobStore, content_type_of
+from imagegate.storage.urls import FileRef, FileUrls
 
 router = APIRouter()
 
 
 @router.api_route("/files/{key:path}", methods=["GET", "HEAD"], include_in_schema=False)
 async def get_file(request: Request, key: str, expires: str | None = None, sig: str | None = None) -> Response:
-    signer: UrlSigner = request.app.state.signer
+    urls: FileUrls = request.app.state.urls
     store: BlobStore = request.app.state.store
-    expiry = int(expires) if expires and expires.isascii() and expires.isdigit() and len(expires) <= 12 else None
-    if expiry is None or sig is None or not signer.matches(key, expiry, sig):
+    ref = FileRef.of(key, expires, sig)
+    if not ref.genuine(urls.signer):
         return _forbidden("This file URL's signature is missing or invalid.", "invalid_signature")
-    now = time.time()
-    if now > expiry:
+    expiry, now = ref.expires, time.time()
+    if ref.expired(now):
         return _forbidden("This file URL has expired; request the image again for a fresh URL.", "url_expired")
     headers = {
         "Cache-Control": f"private, max-age={max(0, math.floor(expiry - now))}",

@@ -18,7 +18,6 @@ Google's shape by ``api/errors.py``; a refusal is not an error to a Google clien
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import orjson
@@ -28,12 +27,13 @@ from starlette.responses import Response
 
 from imagegate import imaging
 from imagegate.api import sse
-from imagegate.api.conversation import fit_references, model_text, public_model
+from imagegate.api.answer import Result, answer, new_request_id
+from imagegate.api.conversation import fit_references, public_model
 from imagegate.api.deps import StateDep, WorkPrincipalDep
 from imagegate.api.errors import GOOGLE_STATUS
 from imagegate.api.images import pydantic_error, source_from_string
-from imagegate.api.parsing import json_object
-from imagegate.api.render import answer_headers, image_items, json_response
+from imagegate.api.parsing import async_flag, json_object
+from imagegate.api.render import image_items
 from imagegate.core.errors import (
     ContentRefused,
     ImagegateError,
@@ -42,7 +42,10 @@ from imagegate.core.errors import (
 )
 from imagegate.core.job import ImageJob, ImageSource, NativeRequest, Usage
 from imagegate.gateway import Outcome
-from imagegate.providers.gemini_types import (
+from imagegate.routing import PUBLIC_MAX_N
+from imagegate.state import AppState
+from imagegate.wire.chat import model_text
+from imagegate.wire.gemini import (
     Blob,
     Candidate,
     Content,
@@ -54,8 +57,6 @@ from imagegate.providers.gemini_types import (
     PromptFeedback,
     UsageMetadata,
 )
-from imagegate.routing import PUBLIC_MAX_N
-from imagegate.state import AppState
 
 router = APIRouter(tags=["gemini"])
 
@@ -73,31 +74,34 @@ BLOCK_REASONS = frozenset({"BLOCKED_REASON_UNSPECIFIED", "SAFETY", "OTHER", "BLO
 
 
 async def generate_content(model: str, request: Request, state: StateDep, principal: WorkPrincipalDep) -> Response:
-    job, text_wanted = await parse(model, request, state)
-    principal.require_model(job.model)
-    request_id = uuid.uuid4().hex
-    reply = Reply(state, job, text_wanted, request_id)
-    try:
-        outcome = await state.gateway.execute(job, principal, request_id=request_id)
-    except (ContentRefused, NoImageReturned) as exc:
-        return json_response(reply.refusal(exc), headers={"x-request-id": request_id})
-    headers = answer_headers(request_id, outcome.dropped, outcome.adjusted)
-    return json_response(await reply.whole(outcome), headers=headers)
+    job = await parse(model, request, state)
+    return await answer(state, request, job, principal, render, refusal=refusal)
+
+
+async def render(state: AppState, result: Result) -> dict[str, Any]:
+    """A ``GenerateContentResponse`` with the images inline (sync answers and async tasks)."""
+    return await Reply(state, result.job, result.id).whole(result)
+
+
+def refusal(exc: ContentRefused | NoImageReturned, job: ImageJob, request_id: str) -> dict[str, Any]:
+    return Reply(None, job, request_id).refusal(exc)
 
 
 async def stream_generate_content(model: str, request: Request, state: StateDep,
                                   principal: WorkPrincipalDep) -> Response:
-    job, text_wanted = await parse(model, request, state)
+    if async_flag(request):
+        raise InvalidRequest("async=true is for :generateContent; a stream answers as it goes.", param="async")
+    job = await parse(model, request, state)
     principal.require_model(job.model)
-    request_id = uuid.uuid4().hex
-    reply = Reply(state, job, text_wanted, request_id)
+    request_id = new_request_id()
+    reply = Reply(state, job, request_id)
     try:
         task = await sse.start(state.gateway.execute(job, principal, request_id=request_id))
     except (ContentRefused, NoImageReturned) as exc:
         return sse.fixed([_event(reply.refusal(exc))], headers={"x-request-id": request_id})
 
     async def render(outcome: Outcome) -> list[bytes]:
-        return [_event(chunk) for chunk in await reply.chunks(outcome)]
+        return [_event(chunk) for chunk in await reply.chunks(Result.of(outcome, job, request_id))]
 
     def render_error(exc: ImagegateError) -> list[bytes]:
         if isinstance(exc, ContentRefused | NoImageReturned):
@@ -121,8 +125,9 @@ for _prefix in ("/v1beta", "/v1"):
 
 # ---- request ------------------------------------------------------------------------------------
 
-async def parse(model: str, request: Request, state: AppState) -> tuple[ImageJob, bool]:
-    """The job of a ``generateContent`` body, and whether text parts may be answered."""
+async def parse(model: str, request: Request, state: AppState) -> ImageJob:
+    """The job of a ``generateContent`` body (``native.answer_text``: whether text parts may be
+    answered)."""
     public = public_model(model.removeprefix("models/"), state.router)
     body = await json_object(request)
     try:  # strict: candidateCount and seed are JSON integers (not true, "2" or 1.5)
@@ -149,10 +154,11 @@ async def parse(model: str, request: Request, state: AppState) -> tuple[ImageJob
         fields["image_size"] = image_config.image_size
     if config.seed is not None:
         fields["seed"] = config.seed
-    native = NativeRequest(protocol="gemini", body=body, settings=_unmapped_settings(config))
+    native = NativeRequest(protocol="gemini", body=body, settings=_unmapped_settings(config),
+                           answer_text="TEXT" in modalities)
     job = ImageJob(model=public, prompt=prompt, n=n, images=images, response_format="b64_json",
                    surface="gemini", native=native, **fields)
-    return fit_references(state.router, job, implicit), "TEXT" in modalities
+    return fit_references(state.router, job, implicit)
 
 
 def _unmapped_settings(config: GenerationConfig) -> list[str]:
@@ -221,8 +227,9 @@ def _image(part: Part, where: str, state: AppState) -> ImageSource | None:
 class Reply:
     """Renders one job's outcome (or refusal) as ``GenerateContentResponse`` bodies."""
 
-    def __init__(self, state: AppState, job: ImageJob, text_wanted: bool, request_id: str) -> None:
-        self.state, self.job, self.text_wanted = state, job, text_wanted
+    def __init__(self, state: AppState | None, job: ImageJob, request_id: str) -> None:
+        self.state, self.job = state, job
+        self.text_wanted = job.native.answer_text if job.native is not None else True
         self.response_id = request_id[:20]
 
     def _body(self, candidates: list[Candidate], usage: UsageMetadata | None = None,
@@ -230,7 +237,8 @@ class Reply:
         return GenerateContentResponse(candidates=candidates, prompt_feedback=feedback, usage_metadata=usage,
                                        model_version=self.job.model, response_id=self.response_id).wire()
 
-    async def _candidates(self, outcome: Outcome) -> list[list[Part]]:
+    async def _candidates(self, outcome: Result) -> list[list[Part]]:
+        assert self.state is not None
         items = await image_items(self.state, outcome.delivered, "b64_json")
         images = [Part(inline_data=Blob(mime_type=d.mime, data=str(item["b64_json"]).split(",", 1)[-1]))
                   for d, item in zip(outcome.delivered, items, strict=True)]
@@ -239,12 +247,12 @@ class Reply:
             groups[0] = [Part(text=text), *groups[0]]
         return groups
 
-    async def whole(self, outcome: Outcome) -> dict[str, Any]:
+    async def whole(self, outcome: Result) -> dict[str, Any]:
         groups = await self._candidates(outcome)
         return self._body([Candidate(content=Content(role="model", parts=parts), finish_reason="STOP", index=i)
                            for i, parts in enumerate(groups)], usage_metadata(outcome.usage))
 
-    async def chunks(self, outcome: Outcome) -> list[dict[str, Any]]:
+    async def chunks(self, outcome: Result) -> list[dict[str, Any]]:
         """One chunk per part (text first, then each image); the last part of each candidate
         carries ``finishReason`` and the last chunk the usage, as Google streams them."""
         groups = await self._candidates(outcome)

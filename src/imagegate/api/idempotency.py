@@ -121,19 +121,10 @@ class IdempotencyMiddleware:
 
     @staticmethod
     async def _replay(state: AppState, replay: Replay, send: Send) -> None:
-        body = _resign(state, replay.body)
+        body = state.urls.resign(replay.body, state.settings.url_ttl)
         headers = {**replay.headers, "idempotent-replayed": "true", "content-length": str(len(body))}
         await send({"type": "http.response.start", "status": replay.status, "headers": as_raw(headers)})
         await send({"type": "http.response.body", "body": body})
-
-
-def _resign(state: AppState, body: bytes) -> bytes:
-    """The gateway's own file URLs in a stored answer, signed anew (the stored ones may have
-    expired; the images they name are still there)."""
-    own = re.compile(re.escape(state.settings.public_url.encode())
-                     + rb"/files/([A-Za-z0-9/_.-]+)\?expires=\d+&sig=[A-Za-z0-9_-]+")
-    ttl = state.settings.url_ttl
-    return own.sub(lambda m: state.store.url_for(m[1].decode(), ttl=ttl).encode(), body)
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -12,12 +11,14 @@ from starlette.formparsers import MultiPartException
 from starlette.responses import Response
 
 from imagegate import imaging
+from imagegate.api.answer import Result, answer
 from imagegate.api.deps import StateDep, WorkPrincipalDep
-from imagegate.api.parsing import async_flag, check_reference_scheme, not_json
-from imagegate.api.render import answer_headers, images_response, json_response
+from imagegate.api.parsing import check_reference_scheme, not_json
+from imagegate.api.render import image_items
 from imagegate.api.schemas import GenerationRequest, ImageRequest, ImagesResponse
 from imagegate.core.errors import InvalidRequest, PayloadTooLarge
-from imagegate.core.job import Action, ImageJob, ImageSource
+from imagegate.core.job import ImageSource
+from imagegate.core.spec import Action
 from imagegate.state import AppState
 
 router = APIRouter(tags=["images"])
@@ -34,22 +35,24 @@ def source_from_string(value: str, *, param: str, state: AppState) -> ImageSourc
     checked here already so a literal private address is a 400 at once) or base64/data URI."""
     check_reference_scheme(value, param=param)
     if value.startswith(("http://", "https://")):
-        if not value.startswith(state.settings.public_url + "/files/"):
+        if not state.urls.is_own(value):
             state.safe.check_url(value, param=param)
         return ImageSource(url=value)
     data = imaging.decode_base64_image(value, param=param, max_bytes=state.settings.limits.max_file_bytes)
     return ImageSource(data=data, mime=imaging.sniff_mime(data))
 
 
-async def answer(state: AppState, request: Request, job: ImageJob, principal: Any) -> Response:
-    principal.require_model(job.model)
-    request_id = uuid.uuid4().hex
-    if async_flag(request):
-        task_id = await state.tasks.submit(job, principal, webhook=request.query_params.get("webhook"))
-        return json_response({"task_id": task_id, "code": "success", "message": "", "data": task_id})
-    outcome = await state.gateway.execute(job, principal, request_id=request_id)
-    body = await images_response(state, outcome, job.response_format)
-    return json_response(body, headers=answer_headers(request_id, outcome.dropped, outcome.adjusted))
+async def render(state: AppState, result: Result) -> dict[str, Any]:
+    """An ``ImagesResponse``: the images as URLs or base64, as ``response_format`` asked."""
+    body: dict[str, Any] = {"created": result.created,
+                            "data": await image_items(state, result.delivered, result.job.response_format)}
+    if result.usage is not None:
+        body["usage"] = result.usage.model_dump(exclude_none=True)
+    first = result.delivered[0]
+    if first.width and first.height:
+        body["size"] = f"{first.width}x{first.height}"
+    body["output_format"] = first.mime.split("/")[-1]
+    return body
 
 
 @router.post(
@@ -70,7 +73,7 @@ async def generations(request: Request, state: StateDep, principal: WorkPrincipa
         raise pydantic_error(exc) from exc
     refs = req.image if isinstance(req.image, list) else [req.image] if req.image else []
     images = [source_from_string(v, param=f"image[{i}]", state=state) for i, v in enumerate(refs)]
-    return await answer(state, request, req.to_job("generate", images, None), principal)
+    return await answer(state, request, req.to_job("generate", images, None), principal, render)
 
 
 _FILE_FIELDS = ("image", "image[]", "mask")
@@ -118,7 +121,7 @@ async def edits(request: Request, state: StateDep, principal: WorkPrincipalDep) 
         job = req.to_job(action, images, mask)
     finally:
         await form.close()
-    return await answer(state, request, job, principal)
+    return await answer(state, request, job, principal, render)
 
 
 async def _upload(value: UploadFile | str, *, param: str, state: AppState) -> ImageSource:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -12,7 +11,7 @@ import orjson
 from starlette.responses import Response
 
 from imagegate.core.job import ResponseFormat
-from imagegate.gateway import Delivered, Outcome
+from imagegate.gateway import Delivered
 from imagegate.state import AppState
 
 
@@ -47,15 +46,3 @@ async def image_items(state: AppState, delivered: list[Delivered], fmt: Response
             item["revised_prompt"] = d.revised_prompt
         items.append(item)
     return items
-
-
-async def images_response(state: AppState, outcome: Outcome, fmt: ResponseFormat) -> dict[str, Any]:
-    body: dict[str, Any] = {"created": int(time.time()),
-                            "data": await image_items(state, outcome.delivered, fmt)}
-    if outcome.usage is not None:
-        body["usage"] = outcome.usage.model_dump(exclude_none=True)
-    first = outcome.delivered[0]
-    if first.width and first.height:
-        body["size"] = f"{first.width}x{first.height}"
-    body["output_format"] = first.mime.split("/")[-1]
-    return body

@@ -1,13 +1,16 @@
-"""Public request and response schemas of the OpenAI Images surface."""
+"""Public request schemas of the OpenAI Images surface (with the gateway's own extensions); its answer
+is the OpenAI Images wire model itself (``imagegate.wire.openai_images.ImagesResponse``)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from imagegate.core.job import Action, ImageJob, ImageSource, ResponseFormat
+from imagegate.core.job import ImageJob, ImageSource, ResponseFormat
+from imagegate.core.spec import Action
 from imagegate.routing import SEED_MAX, SEED_MIN
+from imagegate.wire.openai_images import ImagesResponse as ImagesResponse  # the answer is the wire's own
 
 
 class ImageRequest(BaseModel):
@@ -50,18 +53,6 @@ class ImageRequest(BaseModel):
 class GenerationRequest(ImageRequest):
     image: list[str] | str | None = Field(
         default=None, description="Reference images: URLs, base64 or data URIs (models that take them).")
-
-
-class ImageDatum(BaseModel):
-    url: str | None = None
-    b64_json: str | None = None
-    revised_prompt: str | None = None
-
-
-class ImagesResponse(BaseModel):
-    created: int
-    data: list[ImageDatum]
-    usage: dict[str, Any] | None = None
 
 
 class TaskAccepted(BaseModel):

@@ -19,12 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from imagegate.accounts import new_id
 from imagegate.core.errors import InsufficientQuota
 from imagegate.db.models import Account, Hold, Instance, LedgerEntry, Task
+from imagegate.db.status import CHARGE, HOLD, RELEASE, TASK_MAY_CHARGE, TOPUP
 
 log = logging.getLogger("imagegate.billing")
 
-# A task's hold is settled by the task itself, in the transaction of its terminal update. Only
-# a task that has failed can no longer charge, so only its hold is the reaper's to release.
-_TASK_MAY_CHARGE = ("QUEUED", "IN_PROGRESS", "SUCCESS")
 
 
 @dataclass(frozen=True)
@@ -70,7 +68,7 @@ class Ledger:
             hold = Hold(id=new_id("hold"), account_id=account_id, amount=amount, ref=ref,
                         created_at=now, expires_at=now + ttl, settled=False, instance_id=instance_id)
             s.add(hold)
-            s.add(LedgerEntry(account_id=account_id, ref=ref, kind="hold", amount=-amount, created_at=now))
+            s.add(LedgerEntry(account_id=account_id, ref=ref, kind=HOLD, amount=-amount, created_at=now))
         return hold.id
 
     async def settle(self, hold_id: str, charge: int, session: AsyncSession | None = None) -> int:
@@ -100,9 +98,9 @@ class Ledger:
         now = time.time()
         await s.execute(update(Account).where(Account.id == account_id)
                         .values(balance=Account.balance + amount - charge))
-        s.add(LedgerEntry(account_id=account_id, ref=ref, kind="release", amount=amount, created_at=now))
+        s.add(LedgerEntry(account_id=account_id, ref=ref, kind=RELEASE, amount=amount, created_at=now))
         if charge:
-            s.add(LedgerEntry(account_id=account_id, ref=ref, kind="charge", amount=-charge, created_at=now))
+            s.add(LedgerEntry(account_id=account_id, ref=ref, kind=CHARGE, amount=-charge, created_at=now))
         return charge
 
     async def topup(self, account_id: str, amount: int) -> None:
@@ -165,7 +163,7 @@ class Ledger:
 
 def _task_may_charge() -> Exists:
     """The hold belongs to a task (by ``holds.ref`` or ``tasks.hold_id``) that may still charge it."""
-    return exists().where(or_(Task.id == Hold.ref, Task.hold_id == Hold.id), Task.status.in_(_TASK_MAY_CHARGE))
+    return exists().where(or_(Task.id == Hold.ref, Task.hold_id == Hold.id), Task.status.in_(TASK_MAY_CHARGE))
 
 
 async def credit(session: AsyncSession, account_id: str, amount: int, *, ref: str | None = None) -> None:
@@ -175,5 +173,5 @@ async def credit(session: AsyncSession, account_id: str, amount: int, *, ref: st
                                  .execution_options(synchronize_session=False))
     if done.rowcount != 1:  # type: ignore[attr-defined]
         raise LookupError(f"no account {account_id}")
-    session.add(LedgerEntry(account_id=account_id, ref=ref or new_id("topup"), kind="topup", amount=amount,
+    session.add(LedgerEntry(account_id=account_id, ref=ref or new_id("topup"), kind=TOPUP, amount=amount,
                             created_at=time.time()))

@@ -109,9 +109,16 @@ def dims_for_ratio(ratio: float, *, area: int, multiple: int, lo: int, hi: int) 
     return snap(w), snap(h)
 
 
-def fit_within(w: int, h: int, *, multiple: int, lo: int, hi: int) -> tuple[int, int]:
-    """Keep the requested shape and, as far as limits allow, the requested size."""
-    return dims_for_ratio(w / h, area=w * h, multiple=multiple, lo=lo, hi=hi)
+def fit_within(w: int, h: int, *, multiple: int, lo: int, hi: int,
+               max_pixels: int | None = None) -> tuple[int, int]:
+    """Keep the requested shape and, as far as limits allow, the requested size (at most
+    ``max_pixels`` in all, when the model caps the area: FLUX.2's 4 MP)."""
+    area = w * h if max_pixels is None else min(w * h, max_pixels)
+    fw, fh = dims_for_ratio(w / h, area=area, multiple=multiple, lo=lo, hi=hi)
+    while max_pixels is not None and fw * fh > max_pixels and max(fw, fh) - multiple >= lo:
+        # rounding to the multiple went over the cap: take one step off the longer side
+        fw, fh = (fw - multiple, fh) if fw >= fh else (fw, fh - multiple)
+    return fw, fh
 
 
 def format_size(wh: tuple[int, int], sep: str = "x") -> str:

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Action = Literal["generate", "edit"]
+from imagegate.core.spec import Action, ModelSpec
+
 ResponseFormat = Literal["url", "b64_json"]
 Surface = Literal["images", "gemini", "chat"]
 
@@ -43,6 +44,8 @@ class NativeRequest(BaseModel):
     """Settings of the body no job field carries (``generationConfig.temperature`` …): an
     upstream of the same protocol receives them with the body; any other model reports them in
     ``x-imagegate-dropped-params``."""
+    answer_text: bool = True
+    """The caller takes text parts beside images (Gemini ``responseModalities``)."""
 
 
 class ImageJob(BaseModel):
@@ -94,9 +97,11 @@ class InputImage:
 
 @dataclass(frozen=True)
 class Call:
-    """One upstream call of a job: ``n`` may be a share of ``job.n`` when the gateway fans out."""
+    """One upstream call of a job: ``n`` may be a share of ``job.n`` when the gateway fans out;
+    ``spec`` is the catalog's word on the model, ``upstream_model`` its name on the wire."""
 
     job: ImageJob
+    spec: ModelSpec
     upstream_model: str
     n: int
     images: tuple[InputImage, ...] = ()

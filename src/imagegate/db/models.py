@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from imagegate.db.status import PENDING, QUEUED
+
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
@@ -98,7 +100,7 @@ class Task(Base):
     model: Mapped[str] = mapped_column(String(100))
     platform: Mapped[str] = mapped_column(String(40), default="")
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="QUEUED")
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED)
     """QUEUED | IN_PROGRESS | SUCCESS | FAILURE."""
     progress: Mapped[int] = mapped_column(Integer, default=0)
     fail_reason: Mapped[str] = mapped_column(Text, default="")
@@ -175,7 +177,7 @@ class WebhookDelivery(Base):
     key_id: Mapped[str] = mapped_column(String(40))
     url: Mapped[str] = mapped_column(Text)
     payload: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
     """pending | delivered | failed."""
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[float] = mapped_column(Float)

@@ -15,59 +15,19 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from imagegate.config import ChannelConfig, ConfigError
 from imagegate.core import errors
-from imagegate.core.job import Action, Call, ImageJob, Pending, ProviderResult
+from imagegate.core.job import Call, ImageJob, Pending, ProviderResult
+from imagegate.core.spec import ModelSpec
 
 log = logging.getLogger("imagegate.providers")
 M = TypeVar("M", bound=BaseModel)
-
-
-class ModelSpec(BaseModel):
-    """What one upstream model accepts; the gateway enforces the generic part of it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    actions: frozenset[Action] = frozenset({"generate"})
-    max_n: int = 1
-    """Images one upstream call can return; the gateway fans out in parallel beyond that."""
-    max_images: int = 0
-    """Reference images accepted (0: text to image only)."""
-    requires_image: bool = False
-    images_on_generate: bool = True
-    """Reference images are taken on generations too (image to image); False: only on edits
-    (dall-e-2, whose edits are inpainting). Either way, never dropped silently: a 400."""
-    edit_without_image: bool = False
-    """An edit may come with no image at all (the model then draws from the prompt: Gemini);
-    otherwise an edit without an image is a 400."""
-    mask: bool = False
-    prompt_urls: bool = False
-    """Reference images may be written into the prompt as URLs separated by spaces (FLUX
-    Kontext on the platform): the gateway takes them out of the text and adds them as images."""
-    params: frozenset[str] = Field(default_factory=frozenset)
-    """Public parameters honoured besides model, prompt, n, response_format, image and mask;
-    others are dropped and reported in the ``x-imagegate-dropped-params`` header."""
-    native_protocol: Literal["gemini", "chat"] | None = None
-    """The surface whose original body (``job.native``) this model's adapter sends on with every
-    setting in it; settings of that body no job field carries are reported as dropped on any
-    other model."""
-    max_prompt: int | None = None
-    """Characters of prompt the vendor documents (None: only ``limits.max_prompt_chars``)."""
-    ratios: tuple[str, ...] | None = None
-    """Aspect ratios the model draws, as the adapter sends them; another ratio of the public set
-    is snapped to the nearest of these and reported in ``x-imagegate-adjusted-params``. None: the
-    shape is free (or the sizes below say it)."""
-    sizes: tuple[tuple[int, int], ...] | None = None
-    """The only sizes the model makes (a request is snapped to the nearest); None: free sizes."""
-    max_side: int | None = None
-    """Largest side a model with free sizes draws, when a larger request is refused rather than
-    scaled down (the embedded model)."""
 
 
 class NoOptions(BaseModel):
@@ -94,16 +54,17 @@ class Adapter(ABC):
     key_env: ClassVar[str | None] = None
     """Environment variable whose presence enables a default channel when no config file exists."""
     default_base_url: ClassVar[str] = ""
-    default_models: ClassVar[dict[str, str]] = {}
-    """Public name → upstream model served by a channel that does not list its models."""
     Options: ClassVar[type[BaseModel]] = NoOptions
     """The model of a channel's ``options:``, validated at start-up (a typo is a config error)."""
     options: BaseModel
+    Wire: ClassVar[type[BaseModel]] = NoOptions
+    """The model of a catalog entry's ``wire:`` facts for this protocol, validated at start-up."""
 
     def __init__(self, channel: ChannelConfig, http: aiohttp.ClientSession) -> None:
         self.channel = channel
         self.http = http
         self.base_url = (channel.base_url or self.default_base_url).rstrip("/")
+        self._wires: dict[int, tuple[ModelSpec, BaseModel]] = {}
         try:
             self.options = self.Options.model_validate(channel.options)
         except ValidationError as exc:
@@ -111,12 +72,17 @@ class Adapter(ABC):
             where = ".".join(str(p) for p in first["loc"])
             raise ConfigError(f"channel {channel.name!r} options.{where}: {first['msg']}") from exc
 
-    @abstractmethod
-    def spec(self, upstream_model: str) -> ModelSpec:
-        """Capabilities of ``upstream_model`` on this protocol."""
+    def wire(self, spec: ModelSpec) -> Any:
+        """``spec.wire`` as this adapter's ``Wire`` model (validated once per spec: specs live as
+        long as the process). Raises ``ValidationError`` for a bad entry (start-up checks it)."""
+        found = self._wires.get(id(spec))
+        if found is None or found[0] is not spec:
+            found = self._wires[id(spec)] = (spec, self.Wire.model_validate(spec.wire))
+        return found[1]
 
-    def check(self, job: ImageJob, upstream_model: str) -> None:  # noqa: B027 - optional hook
-        """Model-specific validation (sizes, enums, limits); raise ``InvalidRequest``. No I/O."""
+    def check(self, job: ImageJob, spec: ModelSpec) -> None:  # noqa: B027 - optional hook
+        """Model-specific validation the catalog's generic rules do not cover; raise
+        ``InvalidRequest``. No I/O."""
 
     @abstractmethod
     async def submit(self, call: Call) -> ProviderResult | Pending:

@@ -1,16 +1,19 @@
 """Black Forest Labs FLUX API (``api.bfl.ai``): submit, then poll the returned ``polling_url``.
 
 Wire contract: BFL's API reference (docs.bfl.ai); field rules from the official SDK
-(``black-forest-labs/blackforest`` ``types/inputs/*``).
+(``black-forest-labs/blackforest``: ``types/inputs/*`` for FLUX.1 and Kontext, ``src/bfl/_models.py``
+and ``_catalog.py`` for FLUX.2). What each model takes is data: its ``catalog.yaml`` entry, whose
+``wire:`` facts this module reads as ``BflWire``.
 
-- Every model is ``POST /v1/<model>``; the answer is ``{id, polling_url}``. We poll the returned
-  ``polling_url`` (the task may live on a regional host) until a terminal status: ``Pending`` is
-  the only non-terminal one. ``Ready`` carries ``result.sample``, a signed URL valid ~10 minutes,
-  which the gateway downloads at once.
-- Kontext (``flux-kontext-*``) and Ultra take ``aspect_ratio`` (snapped to the nearest of 21:9 …
-  9:21); the other FLUX.1 models take ``width``/``height``, multiples of 32 in 256–1440.
-- Kontext takes up to four reference images (``input_image``, ``input_image_2..4``, base64);
-  pro/dev/ultra take one as ``image_prompt``. ``flux-kontext-dev`` needs one.
+- Every model is ``POST /v1/<model>`` (or the entry's ``wire.path``); the answer is
+  ``{id, polling_url}``. We poll the returned ``polling_url`` (the task may live on a regional host)
+  until a terminal status: ``Pending`` is the only non-terminal one. ``Ready`` carries
+  ``result.sample``, a signed URL valid ~10 minutes, which the gateway downloads at once.
+- The shape goes as ``aspect_ratio`` (snapped to the nearest of the entry's ``aspect_ratios``:
+  Kontext, Ultra) or as ``width``/``height`` within the entry's ``wire.dims`` (FLUX.1: multiples of 32
+  in 256–1440; FLUX.2: multiples of 16, at least 64, at most 4 MP).
+- Reference images are base64 in ``wire.image_field`` (``image_prompt``), or numbered from it
+  (``input_image``, ``input_image_2`` … up to the entry's ``max_images``).
 - A submit that failed with a 5xx or a timeout is not retried on this channel: BFL may already
   have started (and billed) the task. The gateway may fail over to another channel; our caller
   is billed only for the images delivered.
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import logging
-from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -28,60 +30,67 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from imagegate.core import errors
 from imagegate.core.errors import InvalidRequest
-from imagegate.core.geometry import fit_within, nearest_ratio, parse_size, requested_ratio
+from imagegate.core.geometry import MAX_SIDE, fit_within, nearest_ratio, parse_size, requested_ratio
 from imagegate.core.job import Call, ImageJob, OutputImage, Pending, ProviderResult
-from imagegate.providers.base import Adapter, ModelSpec, Reply
+from imagegate.core.spec import ModelSpec
+from imagegate.providers.base import Adapter, Reply
 
 log = logging.getLogger("imagegate.providers.bfl")
 
-RATIOS = ("21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21")
-_COMMON = frozenset({"size", "aspect_ratio", "seed", "output_format", "safety_tolerance", "prompt_upsampling"})
-_KONTEXT_IMAGES = ("input_image", "input_image_2", "input_image_3", "input_image_4")
+_EXTRAS = ("safety_tolerance", "steps", "guidance", "raw")
+"""``job.extra`` keys a model takes when its ``params`` name them, sent as they are."""
 
 
-@dataclass(frozen=True)
-class _Rules:
-    spec: ModelSpec
-    shape: Literal["ratio", "dims"]
-    image_fields: tuple[str, ...]
-    extras: tuple[str, ...] = ()
-    """``job.extra`` keys this model takes, sent as they are (validated by ``_Extras``)."""
+class _Dims(BaseModel):
+    """``width``/``height`` limits (a request is kept in shape and scaled into them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    multiple: int = Field(default=32, ge=1)
+    min_side: int = Field(default=256, ge=1)
+    max_side: int | None = Field(default=1440, ge=1)
+    max_pixels: int | None = Field(default=None, ge=1)
 
 
-def _kontext(requires_image: bool) -> _Rules:
-    return _Rules(ModelSpec(actions=frozenset({"generate", "edit"}), max_n=1, max_images=4,
-                            requires_image=requires_image, prompt_urls=True, params=_COMMON, ratios=RATIOS),
-                  "ratio", _KONTEXT_IMAGES)
+class BflWire(BaseModel):
+    """The ``wire:`` facts of a ``bfl`` catalog entry (defaults: FLUX 1.1 [pro])."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-_DIMS = _Rules(ModelSpec(max_n=1, max_images=1, params=_COMMON), "dims", ("image_prompt",))
-_DIMS_STEPS = _Rules(ModelSpec(max_n=1, max_images=1, params=_COMMON | {"steps", "guidance"}),
-                     "dims", ("image_prompt",), ("steps", "guidance"))
-_RULES: dict[str, _Rules] = {
-    "flux-kontext-dev": _kontext(requires_image=True),
-    "flux-pro-1.1-ultra": _Rules(ModelSpec(max_n=1, max_images=1, params=_COMMON | {"strength", "raw"},
-                                           ratios=RATIOS),
-                                 "ratio", ("image_prompt",), ("raw",)),
-    "flux-dev": _DIMS_STEPS,
-    "flux-pro": _DIMS_STEPS,
-}
+    path: str | None = Field(default=None, pattern=r"^/")
+    """Endpoint under the base URL; default ``/v1/<upstream model>``."""
+    shape: Literal["aspect_ratio", "dims"] = "dims"
+    """How the shape is sent: ``aspect_ratio`` (one of the entry's ``aspect_ratios``) or
+    ``width``/``height`` within ``dims``."""
+    dims: _Dims = _Dims()
+    image_field: str = "image_prompt"
+    numbered: bool = False
+    """Images past the first go in ``<image_field>_2``, ``_3`` … (Kontext, FLUX.2)."""
+    strength_field: str | None = None
+    """Where ``strength`` goes, with a reference image (Ultra: ``image_prompt_strength``)."""
+    formats: tuple[str, ...] = ("jpeg", "png")
+    upsampling: Literal["prompt_upsampling", "disable_pup"] = "prompt_upsampling"
+    """How ``prompt_upsampling`` is sent: as is, or inverted (FLUX.2 [pro]/[max])."""
+    safety_tolerance: tuple[int, int] = (0, 6)
+    steps: tuple[int, int] = (1, 50)
+    guidance: tuple[float, float] = (1.5, 5.0)
 
-
-def _rules(model: str) -> _Rules:
-    if model in _RULES:
-        return _RULES[model]
-    return _kontext(requires_image=False) if model.startswith("flux-kontext") else _DIMS
+    def image_fields(self, count: int) -> list[str]:
+        if not self.numbered:
+            return [self.image_field][:count]
+        return [self.image_field, *(f"{self.image_field}_{i}" for i in range(2, count + 1))][:count]
 
 
 class _Extras(BaseModel):
-    """Model-specific parameters callers may add to the body (``job.extra``)."""
+    """Model-specific parameters callers may add to the body (``job.extra``): their types here,
+    their ranges in the model's ``BflWire``."""
 
     model_config = ConfigDict(extra="ignore")
 
-    safety_tolerance: int | None = Field(default=None, ge=0, le=6)
+    safety_tolerance: int | None = None
     prompt_upsampling: bool | None = None
-    steps: int | None = Field(default=None, ge=1, le=50)
-    guidance: float | None = Field(default=None, ge=1.5, le=5.0)
+    steps: int | None = None
+    guidance: float | None = None
     raw: bool | None = None
 
     @field_validator("safety_tolerance", "steps", "guidance", mode="before")
@@ -90,6 +99,22 @@ class _Extras(BaseModel):
         if isinstance(value, bool):  # pydantic would take true as 1
             raise ValueError("must be a number, not true or false")
         return value
+
+
+def _extras(job: ImageJob, spec: ModelSpec, wire: BflWire) -> _Extras:
+    """The extras this model takes (the rest is dropped, so its value does not matter), typed and
+    within the model's ranges; ``InvalidRequest`` names the first bad one."""
+    try:
+        extras = _Extras.model_validate({k: v for k, v in job.extra.items() if k in spec.params})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else None
+        raise InvalidRequest(f"{name}: {first['msg']}", param=name) from exc
+    for name in ("safety_tolerance", "steps", "guidance"):
+        value, (lo, hi) = getattr(extras, name), getattr(wire, name)
+        if value is not None and not lo <= value <= hi:
+            raise InvalidRequest(f"{name} must be between {lo} and {hi} for {job.model}.", param=name)
+    return extras
 
 
 class _Submitted(BaseModel):
@@ -124,71 +149,65 @@ class _ErrorBody(BaseModel):
 
 
 class BflAdapter(Adapter):
-    """BFL's queue API for FLUX.1 Kontext, FLUX 1.1 [pro] (+ Ultra), FLUX.1 [pro]/[dev]."""
+    """BFL's queue API: FLUX.2, FLUX.1 Kontext, FLUX 1.1 [pro] (+ Ultra), FLUX.1 [pro]/[dev]."""
 
     provider = "bfl"
     key_env = "BFL_API_KEY"
     default_base_url = "https://api.bfl.ai"
-    default_models = {
-        "flux-kontext-pro": "flux-kontext-pro",
-        "flux-kontext-max": "flux-kontext-max",
-        "flux-kontext-dev": "flux-kontext-dev",
-        # Plain "flux" is BFL's general text-to-image flagship of the FLUX.1 line.
-        "flux": "flux-pro-1.1",
-        "flux-dev": "flux-dev",
-        "flux-pro": "flux-pro",
-        "flux-pro-1.1": "flux-pro-1.1",
-        "flux-pro-1.1-ultra": "flux-pro-1.1-ultra",
-    }
+    Wire = BflWire
 
-    def spec(self, upstream_model: str) -> ModelSpec:
-        return _rules(upstream_model).spec
-
-    def check(self, job: ImageJob, upstream_model: str) -> None:
-        if job.output_format not in (None, "png", "jpeg"):
-            raise InvalidRequest(f"{job.model} makes png or jpeg images, not {job.output_format}.",
+    def check(self, job: ImageJob, spec: ModelSpec) -> None:
+        wire: BflWire = self.wire(spec)
+        if job.output_format is not None and job.output_format not in wire.formats:
+            raise InvalidRequest(f"{job.model} makes {' or '.join(wire.formats)} images, not {job.output_format}.",
                                  param="output_format")
-        taken = _rules(upstream_model).spec.params
-        try:  # only what this model takes: the rest is dropped, so its value does not matter
-            _Extras.model_validate({k: v for k, v in job.extra.items() if k in taken})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            name = str(first["loc"][0]) if first["loc"] else None
-            raise InvalidRequest(f"{name}: {first['msg']}", param=name) from exc
+        _extras(job, spec, wire)
+        if len(wire.image_fields(len(job.images))) < len(job.images):  # an entry whose wire has fewer fields
+            raise InvalidRequest(f"The model {job.model!r} takes one reference image ({wire.image_field}).",
+                                 param="image")
 
-    def _body(self, call: Call) -> dict[str, Any]:
-        job, rules = call.job, _rules(call.upstream_model)
+    def build_request(self, call: Call) -> dict[str, Any]:
+        """The JSON body of ``POST /v1/<model>``."""
+        job, spec = call.job, call.spec
+        wire: BflWire = self.wire(spec)
         body: dict[str, Any] = {"prompt": job.prompt}
         ratio = requested_ratio(job.size, job.aspect_ratio)
-        if rules.shape == "ratio" and ratio is not None:
-            body["aspect_ratio"] = nearest_ratio(ratio, RATIOS)
-        elif rules.shape == "dims" and ratio is not None:
+        if ratio is not None and wire.shape == "aspect_ratio" and spec.aspect_ratios:
+            body["aspect_ratio"] = nearest_ratio(ratio, spec.aspect_ratios)
+        elif ratio is not None and wire.shape == "dims":
             # aspect_ratio wins over size (as everywhere); a size alone keeps its own area.
             wh = None if job.aspect_ratio else parse_size(job.size)
             w, h = wh or (round(1024 * ratio**0.5), round(1024 / ratio**0.5))
-            body["width"], body["height"] = fit_within(w, h, multiple=32, lo=256, hi=1440)
-        for name, img in zip(rules.image_fields, call.images, strict=False):
+            d = wire.dims
+            body["width"], body["height"] = fit_within(w, h, multiple=d.multiple, lo=d.min_side,
+                                                       hi=d.max_side or MAX_SIDE, max_pixels=d.max_pixels)
+        for name, img in zip(wire.image_fields(len(call.images)), call.images, strict=True):
             body[name] = base64.b64encode(img.data).decode()
-        if job.strength is not None and call.images and "strength" in rules.spec.params:
-            body["image_prompt_strength"] = job.strength
+        if job.strength is not None and call.images and wire.strength_field and "strength" in spec.params:
+            body[wire.strength_field] = job.strength
         if job.seed is not None:
             body["seed"] = job.seed
         if job.output_format is not None:
             body["output_format"] = job.output_format
-        extras = _Extras.model_validate({k: v for k, v in job.extra.items() if k in rules.spec.params})
-        for name in ("safety_tolerance", "prompt_upsampling", *rules.extras):
+        extras = _extras(job, spec, wire)
+        for name in _EXTRAS:
             if (value := getattr(extras, name)) is not None:
                 body[name] = value
+        if extras.prompt_upsampling is not None:
+            if wire.upsampling == "disable_pup":
+                body["disable_pup"] = not extras.prompt_upsampling
+            else:
+                body["prompt_upsampling"] = extras.prompt_upsampling
         return body
 
     async def submit(self, call: Call) -> Pending:
-        body = self._body(call)
-        reply = await self.send("POST", f"{self.base_url}/v1/{call.upstream_model}", json=body,
-                                headers=self._auth())
+        body = self.build_request(call)
+        path = self.wire(call.spec).path or f"/v1/{call.upstream_model}"
+        reply = await self.send("POST", f"{self.base_url}{path}", json=body, headers=self._auth())
         task = self.parse(_Submitted, reply)
         polling_url = task.polling_url or f"{self.base_url}/v1/get_result?id={task.id}"
-        return self.pending({"id": task.id, "polling_url": polling_url,
-                             "upsampled": bool(body.get("prompt_upsampling"))})
+        upsampled = body.get("prompt_upsampling") is True or body.get("disable_pup") is False
+        return self.pending({"id": task.id, "polling_url": polling_url, "upsampled": upsampled})
 
     async def poll(self, handle: dict[str, Any]) -> ProviderResult | Pending:
         url = str(handle["polling_url"])

@@ -7,16 +7,19 @@ picture behind a chat model: the prompt and the reference images go as one user 
 the image comes back *inside the assistant's text* — a markdown image link
 ``![..](https://..)``, a ``data:image/..;base64,..`` URI, or (some resellers) a bare image URL.
 
-Choices written down (``docs/models.md``):
+What each model accepts is its catalog entry (``catalog.yaml``, section ``openai-chat``: the
+resellers' usual names, and ``*`` for any other name a channel lists); answers are read with the
+chat wire models of ``imagegate/wire/chat.py``. Choices written down (``docs/models.md``):
 
 - ``stream: false`` by default; the channel option ``stream: true`` asks for SSE
   (``chat.completion.chunk`` deltas concatenated until ``[DONE]``, with
   ``stream_options.include_usage`` for the token counts) because some resellers only finish
   long image jobs on a streamed connection.
-- Which text is an image: markdown image targets first; failing those, bare ``data:image``
-  URIs; failing those, bare http(s) URLs whose path ends in an image extension. A plain
-  ``[download](url)`` link next to a markdown image is the same picture, so the tiers are
-  exclusive. At most ``n`` images are taken (the caller pays per image it asked for).
+- Which text is an image: ``imagegate.wire.chat.find_images``, the scanner the chat surface
+  uses too — markdown image targets first; failing those, bare ``data:image`` URIs; failing
+  those, bare http(s) URLs whose path ends in an image extension. A plain ``[download](url)``
+  link next to a markdown image is the same picture, so the tiers are exclusive. At most ``n``
+  images are taken (the caller pays per image it asked for).
 - An answer with no image fails. It is a ``ContentRefused`` when the answer says so in the
   spec's own terms (``message.refusal``, ``finish_reason: content_filter``) or contains one of
   the few phrases in ``_REFUSAL_MARKERS``; otherwise ``NoImageReturned`` carrying the text.
@@ -26,7 +29,6 @@ Choices written down (``docs/models.md``):
 from __future__ import annotations
 
 import base64
-import re
 from typing import Any
 
 import orjson
@@ -34,15 +36,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from imagegate.core import errors
 from imagegate.core.job import Call, OutputImage, ProviderResult, Usage
-from imagegate.providers.base import Adapter, ModelSpec, Reply
+from imagegate.providers.base import Adapter, Reply
+from imagegate.wire.chat import ChatCompletion, ChatCompletionChunk, ChatUsage, find_images
 
-_MODELS = ("gpt-4o-image", "gpt-4o-image-vip", "sora_image", "sora_image-vip")
-_SPEC = ModelSpec(actions=frozenset({"generate", "edit"}), max_n=1, max_images=4)
-
-_MARKDOWN_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-_DATA_URI = re.compile(r"data:image/[a-zA-Z0-9.+-]+;base64,[A-Za-z0-9+/]+=*")
-_BARE_URL = re.compile(r"https?://[^\s)\]>\"']+?\.(?:png|jpe?g|webp|gif)(?:\?[^\s)\]>\"']*)?(?=$|[\s)\]>\"'])",
-                       re.IGNORECASE)
 # The only phrases read as a refusal when the spec's own signals are absent: what OpenAI's
 # image safety system and the usual resellers write. Anything else is "no image".
 _REFUSAL_MARKERS = ("content policy", "content_policy", "safety system", "policy violation")
@@ -56,49 +52,13 @@ class _Options(BaseModel):
     stream: bool = False
 
 
-class _ChatUsage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-
-class _Message(BaseModel):
-    content: str | None = None
-    refusal: str | None = None
-
-
-class _Choice(BaseModel):
-    message: _Message
-    finish_reason: str | None = None
-
-
-class _Completion(BaseModel):
-    choices: list[_Choice]
-    usage: _ChatUsage | None = None
-
-
-class _Delta(BaseModel):
-    content: str | None = None
-    refusal: str | None = None
-
-
-class _ChunkChoice(BaseModel):
-    delta: _Delta
-    finish_reason: str | None = None
-
-
-class _Chunk(BaseModel):
-    choices: list[_ChunkChoice] = []
-    usage: _ChatUsage | None = None
-
-
 class _Answer(BaseModel):
     """One assistant answer, however it travelled."""
 
     text: str
     refusal: str | None
     finish_reason: str | None
-    usage: _ChatUsage | None
+    usage: ChatUsage | None
 
 
 class ChatImageAdapter(Adapter):
@@ -114,20 +74,20 @@ class ChatImageAdapter(Adapter):
 
     provider = "openai-chat"
     key_env = None  # reseller channels: configured explicitly, never enabled from the environment
-    default_models = {m: m for m in _MODELS}
 
     Options = _Options
     options: _Options
 
-    def spec(self, upstream_model: str) -> ModelSpec:
-        return _SPEC
-
-    async def submit(self, call: Call) -> ProviderResult:
-        body: dict[str, Any] = {"model": call.upstream_model, "messages": self._messages(call),
+    def build_request(self, call: Call) -> dict[str, Any]:
+        """The ``CreateChatCompletionRequest`` body of one call (see the class docstring)."""
+        body: dict[str, Any] = {"model": call.upstream_model, "messages": _messages(call),
                                 "stream": self.options.stream}
         if self.options.stream:
             body["stream_options"] = {"include_usage": True}
-        reply = await self.send("POST", f"{self.base_url}/chat/completions", json=body,
+        return body
+
+    async def submit(self, call: Call) -> ProviderResult:
+        reply = await self.send("POST", f"{self.base_url}/chat/completions", json=self.build_request(call),
                                 headers={"Authorization": f"Bearer {self.channel.api_key or ''}"})
         answer = self._answer(reply)
         images = [_output(target) for target in find_images(answer.text)[: call.n]]
@@ -139,29 +99,10 @@ class ChatImageAdapter(Adapter):
             raise _no_image(answer)
         return ProviderResult(images=images, usage=usage, text=answer.text.strip() or None)
 
-    @staticmethod
-    def _messages(call: Call) -> list[Any]:
-        prompt: dict[str, Any] = {"role": "user", "content": call.job.prompt}
-        if call.images:
-            parts: list[dict[str, Any]] = [{"type": "text", "text": call.job.prompt}]
-            for img in call.images:
-                uri = f"data:{img.mime};base64,{base64.b64encode(img.data).decode()}"
-                parts.append({"type": "image_url", "image_url": {"url": uri}})
-            prompt["content"] = parts
-        native = call.job.native
-        if native is None or native.protocol != "chat" or not isinstance(native.body.get("messages"), list):
-            return [prompt]
-        messages = list(native.body["messages"])
-        last = next((i for i in range(len(messages) - 1, -1, -1)
-                     if isinstance(messages[i], dict) and messages[i].get("role") == "user"), None)
-        if last is not None and call.images:
-            messages[last] = {**messages[last], "content": prompt["content"]}
-        return messages
-
     def _answer(self, reply: Reply) -> _Answer:
         if reply.body.lstrip().startswith(b"{"):
             # Asked to stream or not, a reseller may answer with one JSON completion.
-            completion = self.parse(_Completion, reply)
+            completion = self.parse(ChatCompletion, reply)
             if not completion.choices:
                 raise errors.UpstreamBadResponse("The upstream (openai-chat) answered without a choice.")
             choice = completion.choices[0]
@@ -173,7 +114,7 @@ class ChatImageAdapter(Adapter):
         text: list[str] = []
         refusal: list[str] = []
         finish: str | None = None
-        usage: _ChatUsage | None = None
+        usage: ChatUsage | None = None
         done = False
         for line in reply.body.decode("utf-8", "replace").splitlines():
             if not line.startswith("data:"):
@@ -183,7 +124,7 @@ class ChatImageAdapter(Adapter):
                 done = True
                 break
             try:
-                chunk = _Chunk.model_validate(orjson.loads(data))
+                chunk = ChatCompletionChunk.model_validate(orjson.loads(data))
             except (orjson.JSONDecodeError, ValidationError) as exc:
                 raise errors.UpstreamBadResponse(
                     "The upstream (openai-chat) streamed a chunk imagegate cannot read.") from exc
@@ -197,20 +138,27 @@ class ChatImageAdapter(Adapter):
         return _Answer(text="".join(text), refusal="".join(refusal) or None, finish_reason=finish, usage=usage)
 
 
-def find_images(text: str) -> list[str]:
-    """Image targets in an assistant's text, in order, without duplicates (see module doc)."""
-    tiers = ([m[1] for m in _MARKDOWN_IMAGE.finditer(text)],
-             [m[0] for m in _DATA_URI.finditer(text)],
-             [m[0].rstrip(".,;:!?") for m in _BARE_URL.finditer(text)])
-    for found in tiers:
-        targets = [t for t in found if t.startswith(("http://", "https://", "data:image/"))]
-        if targets:
-            return list(dict.fromkeys(targets))
-    return []
+def _messages(call: Call) -> list[Any]:
+    prompt: dict[str, Any] = {"role": "user", "content": call.job.prompt}
+    if call.images:
+        parts: list[dict[str, Any]] = [{"type": "text", "text": call.job.prompt}]
+        for img in call.images:
+            uri = f"data:{img.mime};base64,{base64.b64encode(img.data).decode()}"
+            parts.append({"type": "image_url", "image_url": {"url": uri}})
+        prompt["content"] = parts
+    native = call.job.native
+    if native is None or native.protocol != "chat" or not isinstance(native.body.get("messages"), list):
+        return [prompt]
+    messages = list(native.body["messages"])
+    last = next((i for i in range(len(messages) - 1, -1, -1)
+                 if isinstance(messages[i], dict) and messages[i].get("role") == "user"), None)
+    if last is not None and call.images:
+        messages[last] = {**messages[last], "content": prompt["content"]}
+    return messages
 
 
 def _output(target: str) -> OutputImage:
-    if target.startswith("data:"):
+    if target[:5].lower() == "data:":
         head, _, b64 = target.partition(",")
         return OutputImage(b64=b64, mime=head[5:].split(";")[0])
     return OutputImage(url=target)

@@ -1,24 +1,23 @@
-"""Alibaba Cloud DashScope (Model Studio): qwen-image and qwen-image-edit.
+"""Alibaba Cloud DashScope (Model Studio): the Qwen-Image models, as wire translation only.
 
-Wire contract: Model Studio's API docs and the official SDK (``dashscope/dashscope-sdk-python``). Two
-endpoints:
+What each model accepts (sizes, images, ``n``, parameters) is the catalog's ``dashscope`` section;
+this module reads ``call.spec`` and its ``wire:`` facts (``DashScopeWire``). Two endpoints, chosen
+by ``wire.endpoint`` (Model Studio's Qwen-Image and Qwen-Image-Edit API references; the official
+SDK ``dashscope/dashscope-sdk-python``):
 
-- ``qwen-image`` (and ``qwen-image-plus``) is an **async task**: ``POST
-  /api/v1/services/aigc/text2image/image-synthesis`` with ``X-DashScope-Async: enable`` (the
-  endpoint refuses synchronous calls), then ``GET /api/v1/tasks/{task_id}`` until
-  ``SUCCEEDED``/``FAILED``/``CANCELED``/``UNKNOWN`` [DS-SDK base_api.py, TaskStatus]. The
-  gateway's step loop does the polling; the result URLs are downloaded at once (they last 24 h).
-  It makes one image per task (``n`` is fixed at 1 upstream), so the gateway fans out.
-- ``qwen-image-edit*`` is **synchronous**: ``POST
-  /api/v1/services/aigc/multimodal-generation/generation`` with the images as data URIs and the
-  instruction in one user message. ``qwen-image-edit`` itself makes one image and follows the
-  input's size; the later ``-plus`` models take ``n`` 1–6, ``size`` and up to 3 images
-  (third-party copies of the docs; unverified).
+- ``task``: ``POST /api/v1/services/aigc/text2image/image-synthesis`` with ``X-DashScope-Async:
+  enable`` (the endpoint refuses synchronous calls), then ``GET /api/v1/tasks/{task_id}`` until
+  ``SUCCEEDED``/``FAILED``/``CANCELED``/``UNKNOWN``. The gateway's step loop does the polling;
+  result URLs are downloaded at once (they last 24 h). Only ``qwen-image`` and
+  ``qwen-image-plus`` take it.
+- ``multimodal``: ``POST /api/v1/services/aigc/multimodal-generation/generation``, synchronous: one
+  user message holding the reference images as data URIs (none for text to image) and the prompt.
 
-Sizes are ``W*H`` (an asterisk). ``watermark`` is sent as ``false`` unless the caller asks for it.
-The default host is Singapore (``dashscope-intl``); Beijing keys need
-``base_url: https://dashscope.aliyuncs.com``. A RAM sub-account key needs its workspace:
-``options: {workspace: ...}`` sends ``X-DashScope-WorkSpace``.
+Sizes are ``W*H`` (an asterisk): the nearest of the catalog's ``sizes``, or a free size brought
+within ``wire.free_size``. ``watermark`` is sent as ``false`` unless the caller asks for it. The
+default host is Singapore (``dashscope-intl``); Beijing keys need ``base_url:
+https://dashscope.aliyuncs.com``. A RAM sub-account key needs its workspace: ``options:
+{workspace: ...}`` sends ``X-DashScope-WorkSpace``.
 """
 
 from __future__ import annotations
@@ -30,23 +29,40 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from imagegate.core import errors
 from imagegate.core.errors import InvalidRequest
-from imagegate.core.geometry import fit_within, format_size, nearest_size, parse_ratio, parse_size
+from imagegate.core.geometry import dims_for_ratio, format_size, nearest_size, parse_ratio, parse_size
 from imagegate.core.job import Call, ImageJob, OutputImage, Pending, ProviderResult
-from imagegate.providers.base import Adapter, ModelSpec, Reply
+from imagegate.core.spec import ModelSpec
+from imagegate.providers.base import Adapter, Reply
 
-# qwen-image's sizes (16:9, 4:3, 1:1, 3:4, 9:16); consistent across many clients [DS-COMM].
-QWEN_IMAGE_SIZES = ((1664, 928), (1472, 1140), (1328, 1328), (1140, 1472), (928, 1664))
-MAX_PROMPT = 800
-_T2I_PARAMS = frozenset({"size", "aspect_ratio", "negative_prompt", "seed", "prompt_extend", "watermark"})
-_T2I = ModelSpec(max_n=1, params=_T2I_PARAMS, sizes=QWEN_IMAGE_SIZES, max_prompt=MAX_PROMPT)
-_EDIT = ModelSpec(actions=frozenset({"generate", "edit"}), max_n=1, max_images=1, requires_image=True,
-                  params=frozenset({"negative_prompt", "seed", "prompt_extend", "watermark"}), max_prompt=MAX_PROMPT)
-_EDIT_PLUS = ModelSpec(actions=frozenset({"generate", "edit"}), max_n=6, max_images=3, requires_image=True,
-                       params=_T2I_PARAMS, max_prompt=MAX_PROMPT)
+RATIO_SIDE = 1328
+"""An ``aspect_ratio`` alone asks for about 1328x1328 pixels in that shape (qwen-image's square)."""
+_T2I_PATH = "/api/v1/services/aigc/text2image/image-synthesis"
+_MULTIMODAL_PATH = "/api/v1/services/aigc/multimodal-generation/generation"
+_FLAGS = ("prompt_extend", "watermark")
 
 
-def _is_edit(model: str) -> bool:
-    return model.startswith("qwen-image-edit")
+class FreeSize(BaseModel):
+    """Bounds of a model that draws any ``W*H`` within them (the catalog lists no ``sizes``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_side: int = Field(default=16, ge=1)
+    max_side: int | None = Field(default=None, ge=1)
+    min_pixels: int | None = Field(default=None, ge=1)
+    max_pixels: int | None = Field(default=None, ge=1)
+    multiple: int = Field(default=16, ge=1)
+    """The model rounds each side to a multiple of this; we send what it will draw."""
+
+
+class DashScopeWire(BaseModel):
+    """``wire:`` of a ``dashscope`` catalog entry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: Literal["task", "multimodal"] = "multimodal"
+    """``task``: the async text2image task (polled); ``multimodal``: the synchronous
+    multimodal-generation endpoint (reference images and prompt in one user message)."""
+    free_size: FreeSize | None = None
 
 
 def flag(job: ImageJob, name: str) -> bool | None:
@@ -118,6 +134,38 @@ def failure(code: str | None, message: str | None) -> errors.UpstreamError:
     return errors.UpstreamError(f"The upstream task failed: {text}")
 
 
+def size_for(job: ImageJob, spec: ModelSpec, wire: DashScopeWire) -> str | None:
+    """The ``W*H`` to send: ``aspect_ratio`` wins over ``size``; the nearest of the catalog's
+    ``sizes``, or the request brought within ``wire.free_size``. None: the model chooses."""
+    if "size" not in spec.params:
+        return None
+    wh = parse_size(job.size)
+    if job.aspect_ratio:
+        ratio = parse_ratio(job.aspect_ratio)
+        wh = (round(RATIO_SIDE * ratio ** 0.5), round(RATIO_SIDE / ratio ** 0.5))
+    if wh is None:
+        return None
+    if spec.sizes:
+        return format_size(nearest_size(*wh, spec.sizes), "*")
+    if wire.free_size is not None:
+        return format_size(_within(*wh, wire.free_size), "*")
+    return format_size(wh, "*")
+
+
+def _within(w: int, h: int, b: FreeSize) -> tuple[int, int]:
+    """``w``x``h`` in shape, scaled into the bounds, each side a multiple of ``b.multiple``."""
+    area = max(w * h, b.min_pixels or 0)
+    area = min(area, b.max_pixels or area)
+    width, height = dims_for_ratio(w / h, area=area, multiple=b.multiple, lo=b.min_side,
+                                   hi=b.max_side or 1 << 16)
+    # Rounding to the multiple may step over an area bound: step back inside it.
+    while b.max_pixels and width * height > b.max_pixels:
+        width, height = (width - b.multiple, height) if width >= height else (width, height - b.multiple)
+    while b.min_pixels and width * height < b.min_pixels:
+        width, height = (width + b.multiple, height) if width <= height else (width, height + b.multiple)
+    return width, height
+
+
 class _Options(BaseModel):
     """``options:`` of a ``dashscope`` channel."""
 
@@ -128,23 +176,19 @@ class _Options(BaseModel):
 
 
 class DashScopeAdapter(Adapter):
-    """qwen-image through the async text2image task, qwen-image-edit through multimodal-generation."""
+    """Qwen-Image through the async text2image task or the synchronous multimodal endpoint."""
 
     provider = "dashscope"
     key_env = "DASHSCOPE_API_KEY"
     default_base_url = "https://dashscope-intl.aliyuncs.com"
-    default_models = {"qwen-image": "qwen-image", "qwen-image-edit": "qwen-image-edit"}
     Options = _Options
     options: _Options
+    Wire = DashScopeWire
 
-    def spec(self, upstream_model: str) -> ModelSpec:
-        if not _is_edit(upstream_model):
-            return _T2I
-        return _EDIT if upstream_model == "qwen-image-edit" else _EDIT_PLUS
-
-    def check(self, job: ImageJob, upstream_model: str) -> None:
-        flag(job, "prompt_extend")
-        flag(job, "watermark")
+    def check(self, job: ImageJob, spec: ModelSpec) -> None:
+        for name in _FLAGS:
+            if name in spec.params:
+                flag(job, name)
 
     def _headers(self, **extra: str) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self.channel.api_key or ''}", **extra}
@@ -152,41 +196,43 @@ class DashScopeAdapter(Adapter):
             headers["X-DashScope-WorkSpace"] = self.options.workspace
         return headers
 
-    @staticmethod
-    def _size(job: ImageJob, upstream_model: str) -> str | None:
-        wh = parse_size(job.size)
-        if job.aspect_ratio:
-            ratio = parse_ratio(job.aspect_ratio)
-            wh = (round(1328 * ratio ** 0.5), round(1328 / ratio ** 0.5))
-        if wh is None:
-            return None
-        if not _is_edit(upstream_model):
-            return format_size(nearest_size(*wh, QWEN_IMAGE_SIZES), "*")
-        return format_size(fit_within(*wh, multiple=8, lo=512, hi=2048), "*")
-
-    def parameters(self, call: Call) -> dict[str, Any]:
-        job, spec = call.job, self.spec(call.upstream_model)
-        params: dict[str, Any] = {"n": call.n, "watermark": flag(job, "watermark") or False}
-        if "size" in spec.params and (size := self._size(job, call.upstream_model)):
+    def build_request(self, call: Call) -> dict[str, Any]:
+        """The native body: ``input`` (the prompt, or one user message with the images) and
+        ``parameters``, for the endpoint the model's ``wire.endpoint`` names."""
+        job, spec, wire = call.job, call.spec, self.wire(call.spec)
+        honoured = spec.params
+        watermark = flag(job, "watermark") if "watermark" in honoured else None
+        params: dict[str, Any] = {"n": call.n, "watermark": bool(watermark)}  # false unless asked for
+        if size := size_for(job, spec, wire):
             params["size"] = size
-        if job.seed is not None:  # DashScope takes 0..2^31-1: a negative int32 seed keeps its low 31 bits
+        if job.seed is not None and "seed" in honoured:
+            # DashScope takes 0..2^31-1: a negative int32 seed keeps its low 31 bits.
             params["seed"] = job.seed & 0x7FFFFFFF
-        if (extend := flag(job, "prompt_extend")) is not None:
+        if "prompt_extend" in honoured and (extend := flag(job, "prompt_extend")) is not None:
             params["prompt_extend"] = extend
-        if job.negative_prompt and _is_edit(call.upstream_model):
-            params["negative_prompt"] = job.negative_prompt
-        return params
+        negative = job.negative_prompt if "negative_prompt" in honoured else None
+        if wire.endpoint == "task":
+            prompt: dict[str, str] = {"prompt": job.prompt} | ({"negative_prompt": negative} if negative else {})
+            return {"model": call.upstream_model, "input": prompt, "parameters": params}
+        if negative:
+            params["negative_prompt"] = negative
+        content: list[dict[str, str]] = [
+            {"image": f"data:{img.mime};base64,{base64.b64encode(img.data).decode()}"} for img in call.images
+        ]
+        content.append({"text": job.prompt})
+        return {"model": call.upstream_model, "input": {"messages": [{"role": "user", "content": content}]},
+                "parameters": params}
 
     async def submit(self, call: Call) -> ProviderResult | Pending:
-        if _is_edit(call.upstream_model):
-            return await self._edit(call)
-        job = call.job
-        body = {"model": call.upstream_model,
-                "input": {"prompt": job.prompt} | ({"negative_prompt": job.negative_prompt}
-                                                   if job.negative_prompt else {}),
-                "parameters": self.parameters(call)}
-        reply = await self.send("POST", f"{self.base_url}/api/v1/services/aigc/text2image/image-synthesis",
-                                json=body, headers=self._headers(**{"X-DashScope-Async": "enable"}))
+        body = self.build_request(call)
+        if self.wire(call.spec).endpoint == "multimodal":
+            reply = await self.send("POST", self.base_url + _MULTIMODAL_PATH, json=body, headers=self._headers())
+            answer = self.parse(_Multimodal, reply).output
+            return ProviderResult(images=[
+                OutputImage(url=c.image) for choice in answer.choices for c in choice.message.content if c.image
+            ])
+        reply = await self.send("POST", self.base_url + _T2I_PATH, json=body,
+                                headers=self._headers(**{"X-DashScope-Async": "enable"}))
         task = self.parse(_Task, reply).output
         return self.pending({"task_id": task.task_id})
 
@@ -205,21 +251,6 @@ class DashScopeAdapter(Adapter):
         if not images and task.results and all(r.code for r in task.results):
             raise failure(task.results[0].code, task.results[0].message)
         return ProviderResult(images=images, failures=failures)
-
-    async def _edit(self, call: Call) -> ProviderResult:
-        content: list[dict[str, str]] = [
-            {"image": f"data:{img.mime};base64,{base64.b64encode(img.data).decode()}"} for img in call.images
-        ]
-        content.append({"text": call.job.prompt})
-        body = {"model": call.upstream_model,
-                "input": {"messages": [{"role": "user", "content": content}]},
-                "parameters": self.parameters(call)}
-        reply = await self.send("POST", f"{self.base_url}/api/v1/services/aigc/multimodal-generation/generation",
-                                json=body, headers=self._headers())
-        answer = self.parse(_Multimodal, reply).output
-        return ProviderResult(images=[
-            OutputImage(url=c.image) for choice in answer.choices for c in choice.message.content if c.image
-        ])
 
     def _error(self, reply: Reply) -> _Error:
         try:

@@ -14,88 +14,76 @@ Wire contract: fal.ai's queue docs (fal.ai/docs) and the official JS client ``fa
 - result ``{images: [{url, width, height, content_type}], has_nsfw_concepts: [bool], seed}``;
   ``url`` may be a data URI.
 
-Inputs (``libs/client/src/types/endpoints.ts`` @ 381105e, one rule per app in ``_APPS``):
+Inputs: what each app takes is data (its ``catalog.yaml`` entry; the protocol facts under ``wire:``,
+read here as ``FalWire``), from ``libs/client/src/types/endpoints.ts`` @ 381105e and fal's model API
+reference (fal.ai/docs/model-api-reference):
 
-- ``fal-ai/flux/dev``, ``fal-ai/flux/schnell`` (``FluxDevInput``) and ``fal-ai/flux-pro/v1.1``
-  (``FluxProV11Input``) take ``image_size`` (an enum or ``{width, height}``) and no image;
-- Kontext [pro]/[max] (``fal-ai/flux-pro/kontext``, ``…/kontext/max``: ``FluxKontextInput``) take
-  ``aspect_ratio`` (nine ratios) and a required ``image_url`` — with no reference image we call
-  their ``/text-to-image`` sub-app, with several their ``/multi`` sub-app (``image_urls``);
-- Kontext [dev] (``fal-ai/flux-kontext/dev``: ``DevKontextEditInput``) requires ``image_url`` (one
-  image; it has no ``/text-to-image`` or ``/multi`` sub-app) and takes ``resolution_mode`` (``auto``,
-  ``match_input`` — its default, the reference's shape — or eleven ratios) instead of
-  ``aspect_ratio``.
+- the field that carries the shape (``wire.shape``): ``image_size`` (an enum of named sizes or
+  ``{width, height}`` within ``wire.dims``), ``aspect_ratio`` or ``resolution_mode`` (the nearest of
+  the entry's ``aspect_ratios``);
+- where reference images go: one in ``wire.image_field`` (``image_url``), several in
+  ``wire.images_field`` (``image_urls``, a list; every image there when ``image_field`` is null), and
+  the sub-app each case calls (Kontext [pro]/[max]: ``/text-to-image`` without an image, ``/multi``
+  with several; FLUX.2: ``/edit`` with any);
+- whether ``num_images`` is sent (``wire.num_images``; FLUX.2 [pro] has none: one image a call).
 
-All take ``num_images``, ``seed`` and ``output_format`` (jpeg/png). ``num_images`` is 1–4 on fal's
-model API reference (fal.ai/docs/model-api-reference, e.g. ``flux-pro-kontext-multi``: "Range: 1 to
-4"); the generated types state no bound, so we ask for at most 4 per call.
+``seed`` and ``output_format`` (``wire.formats``: jpeg/png) go as they are. ``num_images`` is 1–4 on
+fal's model API reference (e.g. ``flux-pro-kontext-multi``: "Range: 1 to 4"); the generated types
+state no bound, so the catalog's ``max_n`` is 4.
 """
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from imagegate.core import errors
 from imagegate.core.errors import InvalidRequest
-from imagegate.core.geometry import dims_for_ratio, fit_within, nearest_ratio, parse_size, requested_ratio
+from imagegate.core.geometry import MAX_SIDE, dims_for_ratio, fit_within, nearest_ratio, parse_size, requested_ratio
 from imagegate.core.job import Call, ImageJob, InputImage, OutputImage, Pending, ProviderResult
-from imagegate.providers.base import Adapter, ModelSpec, Reply
+from imagegate.core.spec import ModelSpec
+from imagegate.providers.base import Adapter, Reply
 
-# FluxKontextInput.aspect_ratio
-_KONTEXT_RATIOS = ("21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21")
-# DevKontextEditInput.resolution_mode, less its two modes (``match_input``, the default, is what we want
-# when the caller asks for no shape)
-_DEV_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
 # fal's named sizes (all about one megapixel), used when the caller's shape is one of them.
 _NAMED_SIZES = {"1:1": "square_hd", "4:3": "landscape_4_3", "16:9": "landscape_16_9",
                 "3:4": "portrait_4_3", "9:16": "portrait_16_9"}
-_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg"}
-_PARAMS = frozenset({"size", "aspect_ratio", "seed", "output_format"})
-_EDIT = frozenset({"generate", "edit"})
+_ALIASES = {"jpg": "jpeg"}
 
 
-@dataclass(frozen=True)
-class _App:
-    """How one fal app takes its input (see the module docstring for the source of each rule)."""
+class _Dims(BaseModel):
+    """``image_size: {width, height}`` limits (a request is kept in shape and scaled into them)."""
 
-    spec: ModelSpec
-    shape: Literal["image_size", "aspect_ratio", "resolution_mode"]
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    multiple: int = Field(default=32, ge=1)
+    min_side: int = Field(default=256, ge=1)
+    max_side: int | None = Field(default=1440, ge=1)
+    max_pixels: int | None = Field(default=None, ge=1)
+
+
+class FalWire(BaseModel):
+    """The ``wire:`` facts of a ``fal`` catalog entry (defaults: FLUX.1 [dev], text only)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shape: Literal["image_size", "aspect_ratio", "resolution_mode"] = "image_size"
     """The field that carries the output's shape."""
-    ratios: tuple[str, ...] = ()
-    sub_apps: bool = False
-    """``/text-to-image`` without a reference image, ``/multi`` (``image_urls``) with several."""
-
-
-# FluxDevInput (flux/dev, flux/schnell), FluxProV11Input: text only, ``image_size``.
-_TEXT = _App(ModelSpec(max_n=4, params=_PARAMS), "image_size")
-# FluxKontextInput (+ FluxKontextMultiInput, FluxProKontextTextToImageInput): 0–4 images.
-_KONTEXT = _App(ModelSpec(actions=_EDIT, max_n=4, max_images=4, prompt_urls=True, params=_PARAMS,
-                          ratios=_KONTEXT_RATIOS), "aspect_ratio", _KONTEXT_RATIOS, sub_apps=True)
-# DevKontextEditInput: ``image_url`` required (exactly one image), ``resolution_mode``.
-_KONTEXT_DEV = _App(ModelSpec(actions=_EDIT, max_n=4, max_images=1, requires_image=True, prompt_urls=True,
-                              params=_PARAMS, ratios=_DEV_RATIOS), "resolution_mode", _DEV_RATIOS)
-_APPS: dict[str, _App] = {
-    "fal-ai/flux/dev": _TEXT,
-    "fal-ai/flux/schnell": _TEXT,
-    "fal-ai/flux-pro/v1.1": _TEXT,
-    "fal-ai/flux-pro/kontext": _KONTEXT,
-    "fal-ai/flux-pro/kontext/max": _KONTEXT,
-    "fal-ai/flux-kontext/dev": _KONTEXT_DEV,
-    "fal-ai/flux-kontext-lora": _KONTEXT_DEV,  # BaseKontextEditInput: the same fields plus ``loras``
-}
-
-
-def _app(upstream_model: str) -> _App:
-    """The rules of a listed app; an unlisted one is judged by its family's path."""
-    if upstream_model in _APPS:
-        return _APPS[upstream_model]
-    if upstream_model.startswith("fal-ai/flux-kontext"):
-        return _KONTEXT_DEV
-    return _KONTEXT if "/kontext" in upstream_model else _TEXT
+    dims: _Dims = _Dims()
+    num_images: bool = True
+    """``num_images`` is sent (``n`` per call up to the entry's ``max_n``)."""
+    text_app: str = Field(default="", pattern=r"^(/[\w.-]+)*$")
+    """Sub-path of the app called without a reference image."""
+    edit_app: str = Field(default="", pattern=r"^(/[\w.-]+)*$")
+    """Sub-path called with one reference image."""
+    multi_app: str | None = Field(default=None, pattern=r"^(/[\w.-]+)*$")
+    """Sub-path called with several (default: ``edit_app``)."""
+    image_field: str | None = "image_url"
+    """One reference image, as a string; null: every image goes in ``images_field``."""
+    images_field: str = "image_urls"
+    """Several reference images, as a list."""
+    formats: tuple[str, ...] = ("jpeg", "png")
 
 
 class _Submitted(BaseModel):
@@ -134,69 +122,50 @@ class FalAdapter(Adapter):
     provider = "fal"
     key_env = "FAL_KEY"
     default_base_url = "https://queue.fal.run"
-    default_models = {
-        "flux-dev": "fal-ai/flux/dev",
-        "flux-schnell": "fal-ai/flux/schnell",
-        "flux-pro": "fal-ai/flux-pro/v1.1",
-        "flux-pro-1.1": "fal-ai/flux-pro/v1.1",
-        "flux-kontext-pro": "fal-ai/flux-pro/kontext",
-        "flux-kontext-max": "fal-ai/flux-pro/kontext/max",
-        "flux-kontext-dev": "fal-ai/flux-kontext/dev",
-    }
+    Wire = FalWire
 
-    def spec(self, upstream_model: str) -> ModelSpec:
-        return _app(upstream_model).spec
-
-    def check(self, job: ImageJob, upstream_model: str) -> None:
-        if job.output_format and job.output_format.lower() not in _FORMATS:
-            raise InvalidRequest(f"output_format {job.output_format!r} is not one of png, jpeg for {job.model}.",
-                                 param="output_format")
+    def check(self, job: ImageJob, spec: ModelSpec) -> None:
+        formats = self.wire(spec).formats
+        if job.output_format and _format(job.output_format) not in formats:
+            raise InvalidRequest(f"output_format {job.output_format!r} is not one of {', '.join(formats)} for "
+                                 f"{job.model}.", param="output_format")
 
     @property
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {self.channel.api_key or ''}"}
 
     async def submit(self, call: Call) -> Pending:
-        app, body = self._request(call)
+        app, body = self.build_request(call)
         reply = await self.send("POST", f"{self.base_url}/{app}", json=body, headers=self._headers)
         queued = self.parse(_Submitted, reply)
         return self.pending({"status_url": queued.status_url, "response_url": queued.response_url,
                              "request_id": queued.request_id})
 
-    def _request(self, call: Call) -> tuple[str, dict[str, Any]]:
-        job, app, rules = call.job, call.upstream_model, _app(call.upstream_model)
-        body: dict[str, Any] = {"prompt": job.prompt, "num_images": call.n}
+    def build_request(self, call: Call) -> tuple[str, dict[str, Any]]:
+        """The app to call (with its sub-path) and the model input."""
+        job, spec = call.job, call.spec
+        wire: FalWire = self.wire(spec)
+        body: dict[str, Any] = {"prompt": job.prompt}
+        if wire.num_images:
+            body["num_images"] = call.n
         if job.seed is not None:
             body["seed"] = job.seed
         if job.output_format:
-            body["output_format"] = _FORMATS[job.output_format.lower()]
-        if rules.shape == "image_size":
-            body["image_size"] = self._image_size(job)
-            return app, body
-        ratio = requested_ratio(job.size, job.aspect_ratio)
-        if ratio is not None:  # nothing asked: not sent (Kontext follows the reference image)
-            body[rules.shape] = nearest_ratio(ratio, rules.ratios)
-        if rules.sub_apps and not call.images:
-            return f"{app}/text-to-image", body
-        if rules.sub_apps and len(call.images) > 1:
-            return f"{app}/multi", {**body, "image_urls": [_data_uri(i) for i in call.images]}
-        return app, {**body, "image_url": _data_uri(call.images[0])}
-
-    @staticmethod
-    def _image_size(job: ImageJob) -> str | dict[str, int]:
-        # Nothing asked: a square megapixel, as the OpenAI API's default (fal's own is 4:3).
-        if job.aspect_ratio:
-            ratio = job.aspect_ratio.replace(" ", "")
-            if ratio in _NAMED_SIZES:
-                return _NAMED_SIZES[ratio]
-            w, h = dims_for_ratio(requested_ratio(None, ratio) or 1.0, area=1024 * 1024, multiple=32, lo=256,
-                                  hi=1440)
-            return {"width": w, "height": h}
-        size = parse_size(job.size)
-        if size is None:
-            return "square_hd"
-        w, h = fit_within(*size, multiple=32, lo=256, hi=1440)
-        return {"width": w, "height": h}
+            body["output_format"] = _format(job.output_format)
+        if wire.shape == "image_size":
+            if (size := _image_size(job, wire, bool(call.images))) is not None:
+                body["image_size"] = size
+        elif (ratio := requested_ratio(job.size, job.aspect_ratio)) is not None and spec.aspect_ratios:
+            # nothing asked: not sent (Kontext follows the reference image)
+            body[wire.shape] = nearest_ratio(ratio, spec.aspect_ratios)
+        app = call.upstream_model
+        uris = [_data_uri(i) for i in call.images]
+        if not uris:
+            return app + wire.text_app, body
+        if len(uris) == 1 and wire.image_field is not None:
+            return app + wire.edit_app, {**body, wire.image_field: uris[0]}
+        sub = wire.edit_app if len(uris) == 1 or wire.multi_app is None else wire.multi_app
+        return app + sub, {**body, wire.images_field: uris}
 
     async def poll(self, handle: dict[str, Any]) -> ProviderResult | Pending:
         reply = await self.send("GET", handle["status_url"], headers=self._headers)
@@ -254,3 +223,27 @@ class FalAdapter(Adapter):
 
 def _data_uri(img: InputImage) -> str:
     return f"data:{img.mime};base64,{base64.b64encode(img.data).decode()}"
+
+
+def _format(value: str) -> str:
+    return _ALIASES.get(value.lower(), value.lower())
+
+
+def _image_size(job: ImageJob, wire: FalWire, with_images: bool) -> str | dict[str, int] | None:
+    """``image_size``: a named size when the shape is one of them, else ``{width, height}`` within
+    ``wire.dims``. Nothing asked: a square megapixel, as the OpenAI API's default (fal's own is 4:3),
+    or nothing at all with a reference image (the model follows it)."""
+    d = wire.dims
+    hi = d.max_side or MAX_SIDE
+    if job.aspect_ratio:
+        ratio = job.aspect_ratio.replace(" ", "")
+        if ratio in _NAMED_SIZES:
+            return _NAMED_SIZES[ratio]
+        w, h = dims_for_ratio(requested_ratio(None, ratio) or 1.0, area=1024 * 1024, multiple=d.multiple,
+                              lo=d.min_side, hi=hi)
+        return {"width": w, "height": h}
+    size = parse_size(job.size)
+    if size is None:
+        return None if with_images else "square_hd"
+    w, h = fit_within(*size, multiple=d.multiple, lo=d.min_side, hi=hi, max_pixels=d.max_pixels)
+    return {"width": w, "height": h}

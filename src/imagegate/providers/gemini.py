@@ -1,27 +1,30 @@
 """Google Gemini image models ("Nano Banana") over ``generateContent``.
 
 Wire contract: the Gemini API docs (ai.google.dev) and the official SDK ``googleapis/python-genai``;
-wire models in ``gemini_types.py``.
+wire models in ``imagegate/wire/gemini.py`` (shared with the Gemini surface). What each model
+accepts — aspect ratios, ``imageSize`` tiers, reference images — is its catalog entry
+(``catalog.yaml``, section ``gemini``; an operator adds a model under ``catalog:``); this module
+only translates.
 
-- One call makes one image (``max_n=1``; the gateway fans ``n`` out in parallel).
-- ``size``/``aspect_ratio`` become ``imageConfig.aspectRatio``, the nearest ratio Gemini draws;
-  with neither, the model picks (it follows the reference image's shape).
-- ``image_size`` (1K/2K/4K) is sent only to models that take it. Google's reference says
-  ``imageSize`` applies to the Gemini 3 Pro image family; ``gemini-2.5-flash-image`` draws at 1K
-  only, so 2K/4K is refused there with a 400 rather than silently drawn at 1K.
-- An upstream model written ``gemini-3-pro-image-preview@4K`` pins ``imageSize`` for that public
-  name (``nano-banana-hd``); a caller's explicit ``image_size`` still wins.
+- One call makes one image (``max_n: 1``; the gateway fans ``n`` out in parallel).
+- ``size``/``aspect_ratio`` become ``imageConfig.aspectRatio``, the nearest of the entry's
+  ``aspect_ratios``; with neither, the model picks (it follows the reference image's shape).
+- ``image_size`` goes out as ``imageConfig.imageSize`` — unless the entry lists a single tier
+  (``gemini-2.5-flash-image``: 1K), which is what the model draws anyway and is not sent. The
+  gateway has already refused a tier the entry does not list, and applied the entry's
+  ``defaults`` (``gemini-3-pro-image-preview@4K`` pins 4K for ``nano-banana-hd``; an explicit
+  ``image_size`` wins).
 - A 200 answer without an image is a failure: a blocked prompt or a safety/policy
   ``finishReason`` is ``ContentRefused`` (400), anything else ``NoImageReturned`` (502), both
   carrying Google's reason word and the model's own explanation.
 - Passthrough: a job that came through the Gemini surface (``job.native``) is sent with the
-  caller's own ``contents``, ``generationConfig``, ``safetySettings`` … (see ``build_request``).
+  caller's own ``contents``, ``generationConfig``, ``safetySettings`` … (see
+  ``GeminiAdapter.build_request``).
 """
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 
 import orjson
 from pydantic import ValidationError
@@ -30,10 +33,9 @@ from imagegate.core import errors
 from imagegate.core.errors import ContentRefused, InvalidRequest, NoImageReturned
 from imagegate.core.geometry import nearest_ratio, requested_ratio
 from imagegate.core.job import Call, ImageJob, OutputImage, ProviderResult, Usage
-from imagegate.providers.base import Adapter, ModelSpec, Reply
-from imagegate.providers.gemini_types import (
-    ASPECT_RATIOS,
-    IMAGE_SIZES,
+from imagegate.core.spec import ModelSpec
+from imagegate.providers.base import Adapter, Reply
+from imagegate.wire.gemini import (
     REFUSAL_REASONS,
     Blob,
     Content,
@@ -48,90 +50,25 @@ from imagegate.providers.gemini_types import (
 )
 
 API_VERSION = "v1beta"
-_PARAMS = frozenset({"size", "aspect_ratio", "image_size", "seed"})
 
 
-@dataclass(frozen=True)
-class _Rules:
-    sizes: tuple[str, ...]
-    spec: ModelSpec
-
-
-# Input-image caps: Google's guide says 2.5 Flash Image "works best with up to 3 images" and
-# 3 Pro Image takes up to 14 (providers.md §2, unverified against the API itself).
-# An edit without an image is fine (the model draws from the prompt), and a job from the Gemini
-# surface is sent with its own body, every generation setting included.
-_FLASH = _Rules(("1K",), ModelSpec(actions=frozenset({"generate", "edit"}), max_n=1, max_images=3,
-                                   edit_without_image=True, params=_PARAMS, native_protocol="gemini",
-                                   ratios=ASPECT_RATIOS))
-_PRO = _Rules(IMAGE_SIZES, ModelSpec(actions=frozenset({"generate", "edit"}), max_n=1, max_images=14,
-                                     edit_without_image=True, params=_PARAMS, native_protocol="gemini",
-                                     ratios=ASPECT_RATIOS))
-
-
-def split_model(upstream_model: str) -> tuple[str, str | None]:
-    """``"gemini-3-pro-image-preview@4K"`` → ``("gemini-3-pro-image-preview", "4K")``."""
-    name, _, size = upstream_model.partition("@")
-    return name, size or None
-
-
-def _rules(upstream_model: str) -> _Rules:
-    return _FLASH if split_model(upstream_model)[0].startswith("gemini-2.5-flash-image") else _PRO
-
-
-def _aspect_ratio(job: ImageJob) -> str | None:
-    if job.aspect_ratio in ASPECT_RATIOS:
+def _aspect_ratio(job: ImageJob, spec: ModelSpec) -> str | None:
+    ratios = spec.aspect_ratios
+    if ratios is None:  # an entry that lists none: the caller's ratio as given, if any
+        return job.aspect_ratio
+    if job.aspect_ratio in ratios:
         return job.aspect_ratio
     ratio = requested_ratio(job.size, job.aspect_ratio)
-    return nearest_ratio(ratio, ASPECT_RATIOS) if ratio is not None else None
+    return nearest_ratio(ratio, ratios) if ratio is not None else None
 
 
-def _image_size(job: ImageJob, upstream_model: str) -> str | None:
-    size = job.image_size or split_model(upstream_model)[1]
-    # 1K is the default everywhere; not sending it keeps 2.5 Flash requests minimal.
-    return None if size == "1K" and _rules(upstream_model) is _FLASH else size
-
-
-def build_request(call: Call) -> GenerateContentRequest:
-    """The ``generateContent`` body for one call.
-
-    A job from the Gemini surface (``job.native``) keeps the caller's body — every turn, part
-    and top-level field — and only what the job sets explicitly is overridden: aspect ratio,
-    image size, seed. ``candidateCount`` is removed because the gateway fans ``n`` out itself.
-    The native ``contents`` already hold the caller's images, so ``call.images`` is not added —
-    except that ``fileData`` URLs of the last user turn, which the gateway fetched through its
-    SSRF rules (and which Google may not be able to reach, or accept), are sent as the fetched
-    bytes. Any other job becomes one user turn: the reference images as ``inlineData``, then the
-    text.
-    """
-    job = call.job
-    if job.native is not None and job.native.protocol == "gemini":
-        try:
-            req = GenerateContentRequest.model_validate(job.native.body)
-        except ValidationError as exc:
-            raise InvalidRequest(f"Not a generateContent body: {exc.errors()[0]['msg']}",
-                                 param="contents") from exc
-        config = req.generation_config or GenerationConfig()
-        users = [c for c in req.contents if c.role in (None, "user")]
-        if users and call.images and any(p.file_data is not None for p in users[-1].parts):
-            rest = [p for p in users[-1].parts if p.file_data is None and p.inline_data is None]
-            users[-1].parts = [*_inline(call), *rest]
-    else:
-        req = GenerateContentRequest(contents=[Content(role="user", parts=[*_inline(call), Part(text=job.prompt)])])
-        config = GenerationConfig()
-    config.candidate_count = None
-    config.response_modalities = config.response_modalities or ["TEXT", "IMAGE"]
-    if job.seed is not None:
-        config.seed = job.seed
-    image_config = config.image_config or ImageConfig()
-    if ratio := _aspect_ratio(job):
-        image_config.aspect_ratio = ratio
-    if size := _image_size(job, call.upstream_model):
-        image_config.image_size = size
-    if image_config.aspect_ratio or image_config.image_size or image_config.model_extra:
-        config.image_config = image_config
-    req.generation_config = config
-    return req
+def _image_size(job: ImageJob, spec: ModelSpec) -> str | None:
+    # A model with one tier draws it whatever is asked: nothing to send (keeps requests to
+    # gemini-2.5-flash-image, which documents no imageSize, as Google's own examples write them).
+    # A model with none has had the parameter reported as dropped.
+    if spec.image_sizes is None or len(spec.image_sizes) < 2:
+        return None
+    return job.image_size
 
 
 def _inline(call: Call) -> list[Part]:
@@ -197,28 +134,52 @@ class GeminiAdapter(Adapter):
     provider = "gemini"
     key_env = "GEMINI_API_KEY"
     default_base_url = "https://generativelanguage.googleapis.com"
-    default_models = {
-        "nano-banana": "gemini-2.5-flash-image",
-        "nano-banana-hd": "gemini-3-pro-image-preview@4K",
-        "nano-banana-2": "gemini-3-pro-image-preview",
-    }
 
-    def spec(self, upstream_model: str) -> ModelSpec:
-        return _rules(upstream_model).spec
+    def build_request(self, call: Call) -> GenerateContentRequest:
+        """The ``generateContent`` body for one call.
 
-    def check(self, job: ImageJob, upstream_model: str) -> None:
-        sizes = _rules(upstream_model).sizes
-        if job.image_size is not None and job.image_size not in sizes:
-            raise InvalidRequest(
-                f"image_size {job.image_size!r} is not available for {job.model}; it takes {', '.join(sizes)}.",
-                param="image_size",
-            )
+        A job from the Gemini surface (``job.native``) keeps the caller's body — every turn, part
+        and top-level field — and only what the job sets explicitly is overridden: aspect ratio,
+        image size, seed. ``candidateCount`` is removed because the gateway fans ``n`` out itself.
+        The native ``contents`` already hold the caller's images, so ``call.images`` is not added —
+        except that ``fileData`` URLs of the last user turn, which the gateway fetched through its
+        SSRF rules (and which Google may not be able to reach, or accept), are sent as the fetched
+        bytes. Any other job becomes one user turn: the reference images as ``inlineData``, then the
+        text.
+        """
+        job = call.job
+        if job.native is not None and job.native.protocol == "gemini":
+            try:
+                req = GenerateContentRequest.model_validate(job.native.body)
+            except ValidationError as exc:
+                raise InvalidRequest(f"Not a generateContent body: {exc.errors()[0]['msg']}",
+                                     param="contents") from exc
+            config = req.generation_config or GenerationConfig()
+            users = [c for c in req.contents if c.role in (None, "user")]
+            if users and call.images and any(p.file_data is not None for p in users[-1].parts):
+                rest = [p for p in users[-1].parts if p.file_data is None and p.inline_data is None]
+                users[-1].parts = [*_inline(call), *rest]
+        else:
+            req = GenerateContentRequest(contents=[Content(role="user", parts=[*_inline(call), Part(text=job.prompt)])])
+            config = GenerationConfig()
+        config.candidate_count = None
+        config.response_modalities = config.response_modalities or ["TEXT", "IMAGE"]
+        if job.seed is not None:
+            config.seed = job.seed
+        image_config = config.image_config or ImageConfig()
+        if ratio := _aspect_ratio(job, call.spec):
+            image_config.aspect_ratio = ratio
+        if size := _image_size(job, call.spec):
+            image_config.image_size = size
+        if image_config.aspect_ratio or image_config.image_size or image_config.model_extra:
+            config.image_config = image_config
+        req.generation_config = config
+        return req
 
     async def submit(self, call: Call) -> ProviderResult:
-        model = split_model(call.upstream_model)[0]
         reply = await self.send(
-            "POST", f"{self.base_url}/{API_VERSION}/models/{model}:generateContent",
-            json=build_request(call).wire(), headers={"x-goog-api-key": self.channel.api_key or ""},
+            "POST", f"{self.base_url}/{API_VERSION}/models/{call.upstream_model}:generateContent",
+            json=self.build_request(call).wire(), headers={"x-goog-api-key": self.channel.api_key or ""},
         )
         return read_answer(self.parse(GenerateContentResponse, reply))
 

@@ -21,13 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from imagegate.core.errors import UpstreamUnavailable
 from imagegate.core.geometry import dims_for_ratio, parse_ratio, parse_size
 from imagegate.core.job import Call, InputImage, OutputImage, ProviderResult
-from imagegate.providers.base import Adapter, ModelSpec
+from imagegate.providers.base import Adapter
 
-_MAX_SIDE = 2048
-_SPEC = ModelSpec(
-    actions=frozenset({"generate", "edit"}), max_n=10, max_images=1, mask=True, max_side=_MAX_SIDE,
-    params=frozenset({"size", "aspect_ratio", "seed", "strength", "output_format"}),
-)
+_MAX_SIDE = 2048  # the catalog's max_side for imagegate-shapes
 
 
 class LocalOptions(BaseModel):
@@ -43,7 +39,6 @@ class LocalOptions(BaseModel):
 
 class LocalAdapter(Adapter):
     provider = "local"
-    default_models = {"imagegate-shapes": "imagegate-shapes"}
     _engines: ClassVar[dict[tuple[int, int, bool], Any]] = {}
 
     Options = LocalOptions
@@ -63,9 +58,6 @@ class LocalAdapter(Adapter):
             except WeightsError as exc:
                 raise UpstreamUnavailable(f"The embedded model cannot be loaded: {exc}") from exc
         return self._engines[key]
-
-    def spec(self, upstream_model: str) -> ModelSpec:
-        return _SPEC
 
     def _size(self, call: Call) -> tuple[int, int]:
         job = call.job

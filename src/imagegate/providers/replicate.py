@@ -14,7 +14,11 @@ Wire contract: Replicate's HTTP API docs (replicate.com/docs) and the official c
   URLs, or data URIs); ``failed``/``canceled`` → the prediction's ``error`` text;
 - errors are RFC 7807 ``{"title", "detail", "status"}``.
 
-Model inputs (one rule per model in ``_RULES``):
+Model inputs are data: each model's ``catalog.yaml`` entry (names are ``owner/name``; a pinned
+``owner/name:version`` matches the ``owner/name:*`` pattern), with the protocol facts under ``wire:``
+read here as ``ReplicateWire`` — the field that takes reference images (one as a string, or a list:
+FLUX.2's ``input_images``), where ``strength`` goes, whether ``num_outputs`` is sent, whether a
+reference keeps its own shape (``match_input_image``), the output formats. The entries come from:
 
 - ``flux-dev`` and ``flux-schnell``: Replicate's own predictor (``replicate/cog-flux``
   ``predict.py``: eleven aspect ratios, ``num_outputs`` 1–4, ``webp``/``jpg``/``png``, ``flux-dev``
@@ -22,11 +26,12 @@ Model inputs (one rule per model in ``_RULES``):
 - ``flux-kontext-dev``: Replicate's own predictor (``replicate/cog-flux-kontext`` ``predict.py``):
   ``input_image`` **required**, ``aspect_ratio`` = ``match_input_image`` (its default) or the same
   eleven ratios, ``webp``/``jpg``/``png``, one output;
-- ``flux-1.1-pro`` and Kontext [pro]/[max] proxy BFL's API; their inputs are from the Replicate
-  model API pages (``replicate.com/black-forest-labs/flux-1.1-pro/versions/96ccd0e7…/api``: nine
-  ratios + ``custom``, an optional ``image_prompt`` (Redux), ``webp``/``jpg``/``png``, one output;
-  ``flux-kontext-pro``: an optional ``input_image``, ``match_input_image`` + thirteen ratios,
-  ``jpg``/``png``, one output).
+- ``flux-1.1-pro``, Kontext [pro]/[max] and ``flux-2-pro`` proxy BFL's API; their inputs are from
+  the Replicate model API pages (``flux-1.1-pro/versions/96ccd0e7…/api``: nine ratios + ``custom``,
+  an optional ``image_prompt`` (Redux), ``webp``/``jpg``/``png``, one output; ``flux-kontext-pro``: an
+  optional ``input_image``, ``match_input_image`` + thirteen ratios, ``jpg``/``png``, one output;
+  ``flux-2-pro/versions/285631b5…/api``: ``input_images`` (at most 8), ``match_input_image`` + nine
+  ratios, ``webp``/``jpg``/``png``, one output).
 
 A refusal is read from the ``error`` text, which is all Replicate gives: the predictors' NSFW
 message and Replicate's ``E005`` "flagged as sensitive" code (``_REFUSAL_MARKERS``).
@@ -37,68 +42,35 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from imagegate.core import errors
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.geometry import nearest_ratio, requested_ratio
 from imagegate.core.job import Call, ImageJob, InputImage, OutputImage, Pending, ProviderResult
-from imagegate.providers.base import Adapter, ModelSpec, Reply
+from imagegate.core.spec import ModelSpec
+from imagegate.providers.base import Adapter, Reply
 
-# cog-flux ASPECT_RATIOS (flux-dev, flux-schnell); cog-flux-kontext's are the same eleven.
-_FLUX_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
-# flux-1.1-pro's aspect_ratio enum, less ``custom``
-_PRO_RATIOS = ("1:1", "16:9", "3:2", "2:3", "4:5", "5:4", "9:16", "3:4", "4:3")
-# flux-kontext-pro/-max's aspect_ratio enum, less ``match_input_image``
-_KONTEXT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "4:5", "5:4", "21:9", "9:21", "2:1", "1:2")
-_ALL_FORMATS = frozenset({"webp", "jpg", "png"})
 _REFUSAL_MARKERS = ("nsfw", "flagged as sensitive", "(e005)")
-_PARAMS = frozenset({"size", "aspect_ratio", "seed", "output_format"})
 
 
-class _Rules(BaseModel):
-    spec: ModelSpec
-    ratios: tuple[str, ...]
-    formats: frozenset[str] | None  # None: passed as given (models we do not know)
+class ReplicateWire(BaseModel):
+    """The ``wire:`` facts of a ``replicate`` catalog entry (defaults: a model we know nothing of)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    formats: tuple[str, ...] | None = None
+    """``output_format`` values the model takes (``jpeg`` is sent as ``jpg``); null: passed as given."""
     image_field: str | None = None
-    n_field: bool = False
+    """The input that takes reference images."""
+    image_list: bool = False
+    """``image_field`` takes a list (FLUX.2's ``input_images``), not one image."""
+    strength_field: str | None = None
+    """Where ``strength`` goes with a reference image (``flux-dev``: ``prompt_strength``)."""
+    n_field: str | None = None
+    """The input that asks for several outputs (``num_outputs``); null: one per prediction."""
     match_input: bool = False
-
-    @model_validator(mode="after")
-    def _spec_knows_the_ratios(self) -> _Rules:
-        self.spec = self.spec.model_copy(update={"ratios": self.ratios})
-        return self
-
-
-_EDIT = frozenset({"generate", "edit"})
-_RULES: dict[str, _Rules] = {
-    # cog-flux DevPredictor: optional ``image`` (img2img) + ``prompt_strength``, num_outputs 1–4
-    "flux-dev": _Rules(spec=ModelSpec(actions=_EDIT, max_n=4, max_images=1, params=_PARAMS | {"strength"}),
-                       ratios=_FLUX_RATIOS, formats=_ALL_FORMATS, image_field="image", n_field=True),
-    # cog-flux SchnellPredictor: text only, num_outputs 1–4
-    "flux-schnell": _Rules(spec=ModelSpec(max_n=4, params=_PARAMS), ratios=_FLUX_RATIOS, formats=_ALL_FORMATS,
-                           n_field=True),
-    # Replicate's flux-1.1-pro API page: one optional ``image_prompt`` (Redux guides the composition: a
-    # reference for a generation, not an edit), one output
-    "flux-1.1-pro": _Rules(spec=ModelSpec(max_images=1, params=_PARAMS), ratios=_PRO_RATIOS, formats=_ALL_FORMATS,
-                           image_field="image_prompt"),
-    # Replicate's flux-kontext-pro/-max API pages: one optional ``input_image``, jpg/png, one output
-    **{name: _Rules(spec=ModelSpec(actions=_EDIT, max_images=1, prompt_urls=True, params=_PARAMS),
-                    ratios=_KONTEXT_RATIOS, formats=frozenset({"jpg", "png"}), image_field="input_image",
-                    match_input=True)
-       for name in ("flux-kontext-pro", "flux-kontext-max")},
-    # cog-flux-kontext FluxDevKontextPredictor: ``input_image`` required, one output
-    "flux-kontext-dev": _Rules(spec=ModelSpec(actions=_EDIT, max_images=1, requires_image=True, prompt_urls=True,
-                                              params=_PARAMS),
-                               ratios=_FLUX_RATIOS, formats=_ALL_FORMATS, image_field="input_image",
-                               match_input=True),
-}
-_OTHER = _Rules(spec=ModelSpec(params=_PARAMS), ratios=_FLUX_RATIOS, formats=None)
-
-
-def _rules(upstream_model: str) -> _Rules:
-    name = upstream_model.split(":")[0].rsplit("/", 1)[-1]
-    return _RULES.get(name, _OTHER)
+    """With a reference and no shape asked, ``aspect_ratio: match_input_image`` (keep its shape)."""
 
 
 class _Options(BaseModel):
@@ -133,28 +105,22 @@ class ReplicateAdapter(Adapter):
     provider = "replicate"
     key_env = "REPLICATE_API_TOKEN"
     default_base_url = "https://api.replicate.com"
-    default_models = {
-        "flux-dev": "black-forest-labs/flux-dev",
-        "flux-schnell": "black-forest-labs/flux-schnell",
-        "flux-pro": "black-forest-labs/flux-1.1-pro",
-        "flux-pro-1.1": "black-forest-labs/flux-1.1-pro",
-        "flux-kontext-pro": "black-forest-labs/flux-kontext-pro",
-        "flux-kontext-max": "black-forest-labs/flux-kontext-max",
-        "flux-kontext-dev": "black-forest-labs/flux-kontext-dev",
-    }
+    Wire = ReplicateWire
 
     Options = _Options
     options: _Options
 
-    def spec(self, upstream_model: str) -> ModelSpec:
-        return _rules(upstream_model).spec
-
-    def check(self, job: ImageJob, upstream_model: str) -> None:
-        formats = _rules(upstream_model).formats
+    def check(self, job: ImageJob, spec: ModelSpec) -> None:
+        formats = self.wire(spec).formats
         fmt = _format(job.output_format)
         if fmt and formats is not None and fmt not in formats:
             raise InvalidRequest(f"output_format {job.output_format!r} is not one of {sorted(formats)} for "
                                  f"{job.model}.", param="output_format")
+        wire: ReplicateWire = self.wire(spec)
+        taken = 0 if wire.image_field is None else len(job.images) if wire.image_list else 1
+        if len(job.images) > taken:  # never dropped: an entry whose wire has no room for them is a 400
+            raise InvalidRequest(f"The model {job.model!r} takes at most {taken} reference images here.",
+                                 param="image")
 
     @property
     def _auth(self) -> dict[str, str]:
@@ -162,7 +128,7 @@ class ReplicateAdapter(Adapter):
 
     async def submit(self, call: Call) -> ProviderResult | Pending:
         model, _, version = call.upstream_model.partition(":")
-        body: dict[str, Any] = {"input": self._input(call)}
+        body: dict[str, Any] = {"input": self.build_request(call)}
         if version:
             url, body["version"] = f"{self.base_url}/v1/predictions", version
         else:
@@ -179,24 +145,29 @@ class ReplicateAdapter(Adapter):
         reply = await self.send("GET", handle["get"], headers=self._auth)
         return self._outcome(self.parse(_Prediction, reply))
 
-    def _input(self, call: Call) -> dict[str, Any]:
-        job, rules = call.job, _rules(call.upstream_model)
+    def build_request(self, call: Call) -> dict[str, Any]:
+        """The prediction's ``input``."""
+        job, spec = call.job, call.spec
+        wire: ReplicateWire = self.wire(spec)
         inp: dict[str, Any] = {"prompt": job.prompt}
         ratio = requested_ratio(job.size, job.aspect_ratio)
-        if ratio is not None:
-            inp["aspect_ratio"] = nearest_ratio(ratio, rules.ratios)
-        elif call.images and rules.match_input:
-            inp["aspect_ratio"] = "match_input_image"  # keep the reference's shape (Kontext's own value)
-        if rules.n_field:
-            inp["num_outputs"] = call.n
+        if ratio is not None and spec.aspect_ratios:
+            inp["aspect_ratio"] = nearest_ratio(ratio, spec.aspect_ratios)
+        elif ratio is not None and job.aspect_ratio:  # a model whose ratios the catalog does not list
+            inp["aspect_ratio"] = job.aspect_ratio.replace(" ", "")
+        elif ratio is None and call.images and wire.match_input:
+            inp["aspect_ratio"] = "match_input_image"  # keep the reference's shape (the model's own value)
+        if wire.n_field:
+            inp[wire.n_field] = call.n
         if job.seed is not None:
             inp["seed"] = job.seed
         if fmt := _format(job.output_format):
             inp["output_format"] = fmt
-        if rules.image_field and call.images:
-            inp[rules.image_field] = _data_uri(call.images[0])
-            if rules.image_field == "image" and job.strength is not None:
-                inp["prompt_strength"] = job.strength
+        if wire.image_field and call.images:
+            uris = [_data_uri(i) for i in call.images]
+            inp[wire.image_field] = uris if wire.image_list else uris[0]
+            if wire.strength_field and job.strength is not None and "strength" in spec.params:
+                inp[wire.strength_field] = job.strength
         return inp
 
     def _outcome(self, prediction: _Prediction) -> ProviderResult | Pending:

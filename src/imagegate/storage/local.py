@@ -14,7 +14,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from imagegate.storage.base import BlobInfo, is_valid_key, new_key
-from imagegate.storage.signing import UrlSigner, signed_file_url
+from imagegate.storage.signing import UrlSigner
+from imagegate.storage.urls import FileUrls
 
 _DIGITS = re.compile(r"\d+")
 STALE_TEMP_SECONDS = 3600.0
@@ -34,8 +35,7 @@ class LocalBlobStore:
     def __init__(self, root: Path, public_url: str, signer: UrlSigner) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)  # fail at start-up, not at the first image
-        self.public_url = public_url.rstrip("/")
-        self.signer = signer
+        self.urls = FileUrls(public_url, signer)
 
     async def put(self, data: bytes, *, content_type: str, prefix: str = "img", owner: str | None = None) -> str:
         key = new_key(content_type, prefix=prefix, owner=owner)
@@ -162,7 +162,7 @@ class LocalBlobStore:
 
     def url_for(self, key: str, *, ttl: int = 3600) -> str:
         self._path(key)
-        return signed_file_url(self.public_url, self.signer, key, ttl)
+        return self.urls.url(key, ttl)
 
     def local_path(self, key: str) -> Path | None:
         """The path ``key`` is stored at (whether or not the file exists); None for a key that

@@ -28,7 +28,8 @@ from obstore.store import S3Store
 
 from imagegate.config import StorageConfig
 from imagegate.storage.base import BlobInfo, content_type_of, is_valid_key, new_key
-from imagegate.storage.signing import UrlSigner, signed_file_url
+from imagegate.storage.signing import UrlSigner
+from imagegate.storage.urls import FileUrls
 
 if TYPE_CHECKING:
     from obstore import GetOptions
@@ -62,8 +63,7 @@ class S3BlobStore:
     def __init__(self, bucket: str, prefix: str, cfg: StorageConfig, public_url: str, signer: UrlSigner) -> None:
         self.bucket = bucket
         self.prefix = prefix
-        self.public_url = public_url.rstrip("/")
-        self.signer = signer
+        self.urls = FileUrls(public_url, signer)
         self.presign = cfg.presign
         config: S3Config = {"region": cfg.region or "us-east-1",
                             "virtual_hosted_style_request": not cfg.uses_path_style}
@@ -164,7 +164,7 @@ class S3BlobStore:
             raise ValueError(f"invalid blob key {key!r}")
         if self.presign:
             return obstore.sign(self._s3, "GET", key, timedelta(seconds=min(ttl, MAX_PRESIGN_SECONDS)))
-        return signed_file_url(self.public_url, self.signer, key, ttl)
+        return self.urls.url(key, ttl)
 
     def local_path(self, key: str) -> None:
         return None

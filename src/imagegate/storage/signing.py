@@ -37,9 +37,3 @@ class UrlSigner:
         """Genuine and not yet expired. Compares in constant time."""
         current = time.time() if now is None else now
         return self.matches(key, expires, sig) and current <= expires
-
-
-def signed_file_url(public_url: str, signer: UrlSigner, key: str, ttl: int) -> str:
-    """This gateway's own URL for ``key``, good for ``ttl`` seconds (``GET /files/``)."""
-    expires = int(time.time()) + ttl
-    return f"{public_url}/files/{key}?expires={expires}&sig={signer.sign(key, expires)}"

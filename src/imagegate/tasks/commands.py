@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 from typing import Any
 
@@ -12,11 +11,9 @@ from sqlalchemy import select
 
 from imagegate.config import Settings
 from imagegate.db.models import Task, WebhookDelivery, WebhookEndpoint
-from imagegate.tasks.queue import FAILURE, IN_PROGRESS, QUEUED, SUCCESS, TaskQueue
-
-
-def _when(ts: float | None) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ") if ts else "-"
+from imagegate.db.status import FAILURE, IN_PROGRESS, QUEUED, SUCCESS
+from imagegate.tables import print_table, when
+from imagegate.tasks.queue import TaskQueue
 
 
 async def _queue(settings: Settings) -> tuple[TaskQueue, Any]:
@@ -34,10 +31,9 @@ async def tasks_list(settings: Settings, args: argparse.Namespace) -> None:
         rows = await queue.recent(status=args.status, limit=args.limit)
     finally:
         await engine.dispose()
-    from imagegate.cli import print_table
 
     print_table(["id", "status", "progress", "submitted", "model", "platform", "account", "reason"],
-                [[t.id, t.status, f"{t.progress}%", _when(t.submit_time), t.model, t.platform or "-", t.account_id,
+                [[t.id, t.status, f"{t.progress}%", when(t.submit_time), t.model, t.platform or "-", t.account_id,
                   t.fail_reason[:80]] for t in rows])
 
 
@@ -58,10 +54,10 @@ async def tasks_show(settings: Settings, args: argparse.Namespace) -> None:
         await engine.dispose()
     out: dict[str, Any] = {c.name: getattr(task, c.name) for c in Task.__table__.columns}
     for name in ("submit_time", "start_time", "finish_time", "deadline_at", "run_after", "lease_until"):
-        out[name] = _when(out[name]) if out[name] else None
+        out[name] = when(out[name]) if out[name] else None
     out["webhook_deliveries"] = [
         {"id": d.id, "url": d.url, "status": d.status, "attempts": d.attempts, "last_status": d.last_status,
-         "last_error": d.last_error, "next_attempt_at": _when(d.next_attempt_at),
+         "last_error": d.last_error, "next_attempt_at": when(d.next_attempt_at),
          "endpoint_paused": d.url in paused} for d in deliveries]
     print(json.dumps(out, indent=2, default=str))
 

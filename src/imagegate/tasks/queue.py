@@ -23,15 +23,13 @@ from sqlalchemy import Select, and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate.db.models import Task, WebhookDelivery
+from imagegate.db.status import IN_PROGRESS, SUCCESS, TASK_ACTIVE, TASK_TERMINAL
 
-QUEUED, IN_PROGRESS, SUCCESS, FAILURE = "QUEUED", "IN_PROGRESS", "SUCCESS", "FAILURE"
-ACTIVE = (QUEUED, IN_PROGRESS)
 T = TypeVar("T")
-TERMINAL = (SUCCESS, FAILURE)
 
 
 def _due(now: float) -> Any:
-    return and_(Task.status.in_(ACTIVE), Task.run_after <= now, Task.lease_owner.is_(None))
+    return and_(Task.status.in_(TASK_ACTIVE), Task.run_after <= now, Task.lease_owner.is_(None))
 
 
 def skip_locked(pick: Select[T], session: AsyncSession) -> Select[T]:
@@ -74,7 +72,7 @@ class TaskQueue:
         """Extend ``owner``'s lease; False when the lease was lost (reaped, or the task ended)."""
         async with self.sessions.begin() as s:
             done = await s.execute(
-                update(Task).where(Task.id == task_id, Task.lease_owner == owner, Task.status.in_(ACTIVE))
+                update(Task).where(Task.id == task_id, Task.lease_owner == owner, Task.status.in_(TASK_ACTIVE))
                 .values(lease_until=time.time() + lease)
             )
             return bool(done.rowcount == 1)  # type: ignore[attr-defined]
@@ -89,7 +87,7 @@ class TaskQueue:
             values["platform"] = platform
         async with self.sessions.begin() as s:
             done = await s.execute(
-                update(Task).where(Task.id == task_id, Task.lease_owner == owner, Task.status.in_(ACTIVE))
+                update(Task).where(Task.id == task_id, Task.lease_owner == owner, Task.status.in_(TASK_ACTIVE))
                 .values(**values)
             )
             return bool(done.rowcount == 1)  # type: ignore[attr-defined]
@@ -101,7 +99,7 @@ class TaskQueue:
         """Mark the task terminal inside ``session``'s transaction (the caller settles the hold
         and enqueues the webhook in the same one). Exactly once: False when ``owner`` lost the
         lease or the task is already finished."""
-        assert status in TERMINAL
+        assert status in TASK_TERMINAL
         now = time.time() if now is None else now
         values: dict[str, Any] = {"status": status, "result": result, "fail_reason": fail_reason,
                                   "state": state, "progress": 100 if status == SUCCESS else Task.progress,
@@ -109,7 +107,7 @@ class TaskQueue:
         if platform:
             values["platform"] = platform
         done = await session.execute(
-            update(Task).where(Task.id == task_id, Task.lease_owner == owner, Task.status.in_(ACTIVE))
+            update(Task).where(Task.id == task_id, Task.lease_owner == owner, Task.status.in_(TASK_ACTIVE))
             .values(**values)
         )
         return bool(done.rowcount == 1)  # type: ignore[attr-defined]
@@ -120,7 +118,7 @@ class TaskQueue:
         now = time.time() if now is None else now
         async with self.sessions.begin() as s:
             done = await s.execute(
-                update(Task).where(Task.status.in_(ACTIVE), Task.lease_owner.is_not(None),
+                update(Task).where(Task.status.in_(TASK_ACTIVE), Task.lease_owner.is_not(None),
                                    Task.lease_until < now)
                 .values(lease_owner=None, lease_until=None)
             )
@@ -130,7 +128,7 @@ class TaskQueue:
         """Give back every lease ``owner`` holds (graceful shutdown), due at once."""
         async with self.sessions.begin() as s:
             done = await s.execute(
-                update(Task).where(Task.lease_owner == owner, Task.status.in_(ACTIVE))
+                update(Task).where(Task.lease_owner == owner, Task.status.in_(TASK_ACTIVE))
                 .values(lease_owner=None, lease_until=None)
             )
             return int(done.rowcount)  # type: ignore[attr-defined]
@@ -139,12 +137,12 @@ class TaskQueue:
         """The earliest ``run_after`` of an unleased unfinished task (None: nothing waiting)."""
         async with self.sessions() as s:
             return await s.scalar(select(func.min(Task.run_after))
-                                  .where(Task.status.in_(ACTIVE), Task.lease_owner.is_(None)))
+                                  .where(Task.status.in_(TASK_ACTIVE), Task.lease_owner.is_(None)))
 
     async def expired(self, before: float, limit: int = 200) -> list[Task]:
         """Finished tasks older than ``before`` (retention), oldest first."""
         async with self.sessions() as s:
-            rows = await s.execute(select(Task).where(Task.status.in_(TERMINAL), Task.finish_time < before)
+            rows = await s.execute(select(Task).where(Task.status.in_(TASK_TERMINAL), Task.finish_time < before)
                                    .order_by(Task.finish_time).limit(limit))
             return list(rows.scalars())
 
@@ -167,7 +165,7 @@ class TaskQueue:
         async with self.sessions() as s:
             stmt = select(Task).order_by(Task.submit_time.desc()).limit(limit)
             if status == IN_PROGRESS:  # the public word covers queued tasks too
-                stmt = stmt.where(Task.status.in_(ACTIVE))
+                stmt = stmt.where(Task.status.in_(TASK_ACTIVE))
             elif status is not None:
                 stmt = stmt.where(Task.status == status)
             return list((await s.execute(stmt)).scalars())
@@ -175,7 +173,7 @@ class TaskQueue:
 
 def public_status(status: str) -> str:
     """What callers see: queued and running are both ``IN_PROGRESS``."""
-    return IN_PROGRESS if status in ACTIVE else status
+    return IN_PROGRESS if status in TASK_ACTIVE else status
 
 
 def overdue(task: Task, now: float) -> bool:

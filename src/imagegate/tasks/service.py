@@ -20,8 +20,8 @@ from imagegate.config import Settings
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.job import ImageJob, ImageSource
 from imagegate.db.models import Task
+from imagegate.db.status import QUEUED
 from imagegate.gateway import Gateway
-from imagegate.tasks.queue import QUEUED
 
 MAX_WEBHOOK_URL = 2048
 UPLOAD_PREFIX = "task-in"
@@ -86,7 +86,7 @@ class TaskService:
 
     def _check_uploads(self, job: ImageJob) -> None:
         """The checks of ``Gateway.resolve_inputs`` that need no network, on uploaded bytes."""
-        limit = self.gateway.max_file_bytes
+        limit, pixels = self.gateway.max_file_bytes, self.gateway.max_image_pixels
         first: imaging.ImageInfo | None = None
         for i, src in enumerate(job.images):
             if src.data is None:
@@ -94,7 +94,7 @@ class TaskService:
             if len(src.data) > limit:
                 raise InvalidRequest(f"image[{i}] is larger than {limit // 2**20} MB.",
                                      param=f"image[{i}]", code="image_too_large")
-            info = imaging.probe(src.data, param=f"image[{i}]")
+            info = imaging.probe(src.data, param=f"image[{i}]", max_pixels=pixels)
             if i == 0:
                 first = info
         if job.mask is not None and job.mask.data is not None:
@@ -102,9 +102,9 @@ class TaskService:
                 raise InvalidRequest(f"mask is larger than {limit // 2**20} MB.", param="mask",
                                      code="image_too_large")
             if first is not None:
-                imaging.check_mask(job.mask.data, first, param="mask")
+                imaging.check_mask(job.mask.data, first, param="mask", max_pixels=pixels)
             else:
-                imaging.probe(job.mask.data, param="mask")
+                imaging.probe(job.mask.data, param="mask", max_pixels=pixels)
 
     async def _store_uploads(self, job: ImageJob) -> ImageJob:
         """Uploaded bytes → blobs, so the persisted request holds only ``blob`` or ``url``."""

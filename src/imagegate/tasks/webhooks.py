@@ -33,7 +33,9 @@ import hashlib
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from sqlalchemy import or_, select, update
@@ -42,15 +44,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks import Webhook
 
 from imagegate import __version__
+from imagegate.config import TasksConfig
 from imagegate.core.errors import InvalidRequest
 from imagegate.db.models import ApiKey, Task, WebhookDelivery, WebhookEndpoint
-from imagegate.state import AppState
+from imagegate.db.status import DELIVERED, FAILED, PENDING
+from imagegate.net import SafeClient
 from imagegate.tasks.queue import skip_locked
-from imagegate.tasks.view import task_object
 
 log = logging.getLogger("imagegate.webhooks")
 
-PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 IN_FLIGHT = 32
 MAX_DELAY = 24 * 3600.0
 
@@ -91,9 +93,14 @@ def backoff(attempt: int, base: float) -> float:
 class WebhookSender:
     """Claims due deliveries and sends them, at most ``IN_FLIGHT`` at once per process."""
 
-    def __init__(self, state: AppState) -> None:
-        self.state = state
-        self.cfg = state.settings.tasks
+    def __init__(self, cfg: TasksConfig, sessions: async_sessionmaker[AsyncSession], safe: SafeClient,
+                 render: Callable[[Task], Awaitable[dict[str, Any]]]) -> None:
+        """``render`` makes the body: the task object as ``GET /v1/images/tasks/{id}`` shows it
+        (the surfaces know how; this module only delivers it)."""
+        self.cfg = cfg
+        self.sessions = sessions
+        self.safe = safe
+        self.render = render
         self.wake = asyncio.Event()
         self.running: dict[str, asyncio.Task[None]] = {}
 
@@ -122,7 +129,7 @@ class WebhookSender:
         await asyncio.gather(*work, return_exceptions=True)
         if ids:  # hand interrupted attempts back at once
             with contextlib.suppress(Exception):
-                async with self.state.sessions.begin() as s:
+                async with self.sessions.begin() as s:
                     await s.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(ids))
                                     .values(lease_until=None))
 
@@ -130,7 +137,7 @@ class WebhookSender:
         """Lease up to ``k`` due deliveries for one attempt each."""
         now = time.time()
         d = WebhookDelivery
-        async with self.state.sessions.begin() as s:
+        async with self.sessions.begin() as s:
             paused = select(WebhookEndpoint.url).where(WebhookEndpoint.paused_at.is_not(None))
             pick = skip_locked(
                 select(d.id).where(d.status == PENDING, d.next_attempt_at <= now,
@@ -143,18 +150,18 @@ class WebhookSender:
 
     async def deliver(self, d: WebhookDelivery) -> None:
         """One attempt, then its outcome recorded."""
-        async with self.state.sessions() as s:
+        async with self.sessions() as s:
             task = await s.get(Task, d.task_id)
             key = await s.get(ApiKey, d.key_id)
         if task is None or key is None:
             await self._record(d, None, "The task or its API key no longer exists.", final=True)
             return
-        body = orjson.dumps(await task_object(self.state, task))
+        body = orjson.dumps(await self.render(task))
         headers = signed_headers(key.webhook_secret, d.id, int(time.time()), body)
         status: int | None = None
         retry_after: float | None = None
         try:
-            answer = await self.state.safe.post(d.url, body, headers, timeout=self.cfg.webhook_timeout)
+            answer = await self.safe.post(d.url, body, headers, timeout=self.cfg.webhook_timeout)
             status, retry_after = answer.status, answer.retry_after
             error = "" if 200 <= status < 300 else f"The endpoint answered HTTP {status}."
         except InvalidRequest as exc:  # refused address, connection failure, timeout
@@ -177,7 +184,7 @@ class WebhookSender:
         else:
             wait = max(backoff(attempts, self.cfg.webhook_backoff), min(retry_after or 0.0, MAX_DELAY))
             outcome, next_at = PENDING, now + wait
-        async with self.state.sessions.begin() as s:
+        async with self.sessions.begin() as s:
             # Guarded by the attempt count: an attempt that outlived its lease and raced a
             # second one is recorded once.
             done = await s.execute(update(WebhookDelivery)
@@ -197,7 +204,7 @@ class WebhookSender:
         pause_after = self.cfg.webhook_pause_after
         if not pause_after:
             return
-        async with self.state.sessions.begin() as s:
+        async with self.sessions.begin() as s:
             endpoint = await s.get(WebhookEndpoint, endpoint_id(url), with_for_update=True)
             if ok:
                 if endpoint is not None and endpoint.consecutive_failures:

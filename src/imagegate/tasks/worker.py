@@ -27,17 +27,21 @@ import socket
 import time
 import uuid
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from imagegate.accounts import Principal
+from imagegate.config import TasksConfig
 from imagegate.core import errors
 from imagegate.core.errors import ImagegateError
 from imagegate.core.job import ImageJob
 from imagegate.db.models import Task, WebhookDelivery
-from imagegate.gateway import JobState, Outcome
+from imagegate.db.status import FAILURE, PENDING, SUCCESS
+from imagegate.gateway import Gateway, JobState, Outcome
 from imagegate.routing import Route
-from imagegate.state import AppState
-from imagegate.tasks.queue import FAILURE, SUCCESS, TaskQueue
+from imagegate.tasks.queue import TaskQueue
+from imagegate.tasks.result import TaskResult
 from imagegate.tasks.service import UPLOAD_PREFIX, TaskService
-from imagegate.tasks.view import TaskResult
 from imagegate.tasks.webhooks import WebhookSender
 
 log = logging.getLogger("imagegate.tasks")
@@ -54,13 +58,15 @@ class LeaseLost(Exception):
 class TaskRunner:
     """The background side of async mode in one gateway process."""
 
-    def __init__(self, state: AppState) -> None:
-        self.state = state
-        self.cfg = state.settings.tasks
-        self.queue = TaskQueue(state.sessions)
+    def __init__(self, cfg: TasksConfig, sessions: async_sessionmaker[AsyncSession], gateway: Gateway,
+                 service: TaskService, webhooks: WebhookSender) -> None:
+        self.cfg = cfg
+        self.sessions = sessions
+        self.gateway = gateway
+        self.queue = TaskQueue(sessions)
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.wake = state.tasks.wakeup if isinstance(state.tasks, TaskService) else asyncio.Event()
-        self.webhooks = WebhookSender(state)
+        self.wake = service.wakeup
+        self.webhooks = webhooks
         self.running: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
 
@@ -150,17 +156,17 @@ class TaskRunner:
                 f"The task did not finish within its deadline of {int(task.deadline_at - task.submit_time)} s."))
             return
         try:
-            job, routes = self.state.router.plan(job)
+            job, routes = self.gateway.router.plan(job)
         except ImagegateError as exc:  # the configuration changed under a queued task
             await self._fail(task, job, jstate, exc)
             return
         first = not jstate.calls
         try:
-            wait = await self.state.gateway.step(
-                job, jstate, routes, lambda: self.state.gateway.resolve_inputs(job, account=task.account_id),
+            wait = await self.gateway.step(
+                job, jstate, routes, lambda: self.gateway.resolve_inputs(job, account=task.account_id),
                 persist=True, deadline_at=task.deadline_at)
             if wait is None:
-                outcome = self.state.gateway.outcome(job, jstate, routes)
+                outcome = self.gateway.outcome(job, jstate, routes)
         except ImagegateError as exc:
             await self._fail(task, job, jstate, exc, routes)
             return
@@ -202,10 +208,10 @@ class TaskRunner:
                       fail_reason: str, platform: str | None, code: str = "success") -> None:
         now = time.time()
         delivered = len(result.delivered) if result else 0
-        async with self.state.sessions.begin() as s:
+        async with self.sessions.begin() as s:
             # Settle first, in the same transaction: if the task turns out to be finished
             # already (lease lost), LeaseLost rolls the settlement back with it.
-            cost = await self.state.billing.settle(task.hold_id, job, delivered,
+            cost = await self.gateway.billing.settle(task.hold_id, job, delivered,
                                                    result.usage if result else None, session=s)
             if result is not None:
                 result.cost = cost
@@ -217,12 +223,12 @@ class TaskRunner:
                 raise LeaseLost(task.id)
             if task.webhook_url:
                 s.add(WebhookDelivery(id=f"msg_{uuid.uuid4().hex}", task_id=task.id, key_id=task.key_id,
-                                      url=task.webhook_url, payload="", status="pending", attempts=0,
+                                      url=task.webhook_url, payload="", status=PENDING, attempts=0,
                                       next_attempt_at=now, last_error="", created_at=now))
         if task.webhook_url:
             self.webhooks.wake.set()
         who = Principal(task.key_id, task.account_id, None, None, False)
-        self.state.usage_log.record(task.id, who, job, channel=jstate.channel or "", status=code,
+        self.gateway.usage_log.record(task.id, who, job, channel=jstate.channel or "", status=code,
                                     images=delivered, cost=result.cost if result else 0,
                                     started=time.monotonic() - (now - task.submit_time))
 
@@ -242,6 +248,20 @@ class TaskRunner:
                 log.exception("task maintenance failed")
             await asyncio.sleep(every)
 
+    async def blobs_submitted_before(self, cutoff: float) -> set[str]:
+        """Blobs owned by the tasks submitted before ``cutoff`` that still exist: uploads and
+        results, and the images an unfinished task has delivered so far (what the image
+        retention sweeper must keep: ``storage/retention.py``)."""
+        kept: set[str] = set()
+        async with self.sessions() as s:
+            rows = await s.stream_scalars(select(Task).where(Task.submit_time < cutoff)
+                                          .execution_options(yield_per=500))
+            async for task in rows:
+                kept.update(blobs_of(task))
+                if task.state:
+                    kept.update(d.blob for d in JobState.model_validate(task.state).delivered if d.blob)
+        return kept
+
     async def cleanup(self, before: float) -> int:
         """Delete tasks finished before ``before``, their blobs first (a crash in between only
         leaves rows whose blobs are already gone, and the next run deletes them)."""
@@ -249,7 +269,7 @@ class TaskRunner:
         while batch := await self.queue.expired(before):
             for task in batch:
                 for key in blobs_of(task):
-                    await self.state.store.delete(key)
+                    await self.gateway.store.delete(key)
             await self.queue.delete([t.id for t in batch])
             removed += len(batch)
         return removed

@@ -1,6 +1,7 @@
-"""Rule-based prompt-adherence checker for the shapes model (numpy only).
+"""Rule-based prompt-adherence checker for the shapes model (numpy only; evaluation code, not
+part of the served package).
 
-Used by the tests, the model card evaluation and the benchmark to measure
+Used by the tests (``tests/localmodel``) and the model card evaluation (``evaluate.py``) to measure
 whether a generated image shows what its caption asked for. It reads:
 background colour (majority of the border ring), object pixels (far from the
 background colour), each object's colour (majority palette label), centre
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .vocab import COLORS, POSITIONS, SHAPES, SIZES, Caption, ObjectSpec
+from imagegate.localmodel.vocab import COLORS, POSITIONS, SHAPES, SIZES, Caption, ObjectSpec
 
 _NAMES = list(COLORS)
 _PALETTE = np.asarray([COLORS[n] for n in _NAMES], np.float32)

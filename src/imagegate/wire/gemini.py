@@ -1,11 +1,14 @@
-"""The Gemini ``generateContent`` wire format (Gemini API ``v1beta``), as pydantic models.
+"""The Gemini ``generateContent`` wire format (Gemini API ``v1beta``), as pydantic models: the one
+definition used by the Gemini surface (``api/gemini.py``) and the Gemini adapter
+(``providers/gemini.py``).
 
-Shared by the Gemini adapter (``providers/gemini.py``) and the Gemini-native surface
-(``api/gemini.py``). Field names are snake_case in Python and camelCase on the wire
+Field names are snake_case in Python and camelCase on the wire
 (``model_dump(by_alias=True, exclude_none=True)``); both spellings are accepted on input, as
 Google's proto3 JSON parser does. Every model keeps unknown fields (``extra="allow"``), so a
 request passed through from a Google client (``safetySettings``, ``tools``, ``thoughtSignature``
-…) reaches the upstream unchanged and a newer answer still parses.
+…) reaches the upstream unchanged and a newer answer still parses. What each model accepts
+(aspect ratios, ``imageSize`` tiers, reference images) is the catalog's business
+(``catalog.yaml``, section ``gemini``), not the wire's.
 
 Source: ``googleapis/python-genai`` ``google/genai/types.py`` (Part, Blob, Content,
 GenerationConfig, ImageConfig, Candidate, GenerateContentResponse, UsageMetadata).
@@ -18,9 +21,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-# ``ImageConfig.aspectRatio`` values the Gemini API documents for its image models.
-ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
-IMAGE_SIZES = ("1K", "2K", "4K")
 # finishReason / blockReason values that mean "refused for safety or policy", as opposed to
 # "the model just did not draw" (NO_IMAGE, STOP with text only, MAX_TOKENS, OTHER …).
 REFUSAL_REASONS = frozenset({
