@@ -830,6 +830,8 @@ def other_benchmarks() -> list[str]:
            "[`docs/models/imagegate-shapes.md`](models/imagegate-shapes.md) and [`docs/models.md`](models.md).",
            "- S3 clients for `storage_url: s3://` (issue #14), obstore against aiobotocore: `bench/s3_clients.py` → "
            "[`bench/results/s3_clients.md`](../bench/results/s3_clients.md).",
+           "- Throughput with 1, 2 and 3 replicas on PostgreSQL and Redis (issue #14): `bench/replicas.py` → "
+           "[`bench/results/replicas.md`](../bench/results/replicas.md).",
            "- This file is regenerated: every `bench/results/*.md` is copied into this section each time, and only "
            "the hand-written part at the top is kept — put other benchmarks' tables in `bench/results/`, "
            "not below."]

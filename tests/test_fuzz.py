@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 from schemathesis.generation.case import Case
 
+from imagegate.api.errors import is_google_surface
 from tests.conftest import StartGateway
 from tests.harness import GatewayProcess
 
@@ -51,15 +52,17 @@ def key(gw: GatewayProcess) -> str:
 
 
 def google_surface(path: str) -> bool:
-    """The Gemini routes (``/v1beta/models/{m}:…``, ``/v1/models/{m}:…``) answer Google's shape."""
-    return path.startswith("/v1beta/") or (path.startswith("/v1/models/") and ":" in path)
+    """The Gemini routes (``/v1beta/models/{m}:…``, ``/v1/models/{m}:generateContent``) answer
+    Google's shape: the product's own rule, so the fuzz and the gateway cannot disagree."""
+    return is_google_surface(path)
 
 
 def assert_error_shape(path: str, status: int, body: Any) -> None:
     assert isinstance(body, dict) and isinstance(body.get("error"), dict), f"{status} body is not an error: {body}"
     error = body["error"]
     if google_surface(path):
-        assert set(error) == {"code", "message", "status"}, error
+        assert {"code", "message", "status"} <= set(error) <= {"code", "message", "status", "details"}, error
+        assert all(d.get("@type", "").startswith("type.googleapis.com/") for d in error.get("details", [])), error
         assert error["code"] == status and isinstance(error["message"], str) and isinstance(error["status"], str)
     else:
         assert {"message", "type", "param", "code"} <= set(error), error

@@ -8,13 +8,12 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from fastapi import FastAPI
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imagegate import __version__
-from imagegate.api import admin, chat, docs, errors, files, gemini, images, models, tasks, usage
+from imagegate import __version__, logs, metrics
+from imagegate.api import admin, chat, console, docs, errors, files, gemini, images, models, observe, tasks, usage
 from imagegate.api.idempotency import IdempotencyMiddleware
-from imagegate.api.render import json_response
+from imagegate.api.observe import Drain, RequestEdge, metrics_server
 from imagegate.api.tasks import task_object
 from imagegate.config import Settings, load_settings
 from imagegate.core.errors import PayloadTooLarge
@@ -41,7 +40,7 @@ class BodyLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await json_response(self.too_large().to_openai(), status=413)(scope, receive, send)
+                await errors.error_response(scope["path"], self.too_large())(scope, receive, send)
                 return
         seen = 0
 
@@ -76,6 +75,8 @@ def keep_image_buffers_on_the_heap() -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
+    logs.setup(level=settings.log_level, fmt=settings.log_format)
+    drain = Drain(minimum=settings.drain_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhooks = WebhookSender(settings.tasks, state.sessions, state.safe, render=partial(task_object, state))
         runner = TaskRunner(settings.tasks, state.sessions, state.gateway, state.tasks, webhooks)
         runner.start()  # async tasks: workers, reaper, webhook outbox
+        drain.install()  # SIGTERM: /readyz answers 503 until the requests in flight are done
+        metrics_port = await metrics_server(app, settings.metrics_port)  # /metrics on its own port
         sweeper = image_sweeper(state.store, runner.blobs_submitted_before, settings.storage)  # image retention
         if sweeper is not None:
             sweeper.start()
@@ -96,6 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await sweeper.stop()
             await runner.stop()
             await state.aclose()
+            if metrics_port is not None:
+                await metrics_port.stop()
+            metrics.process_exited()
 
     app = FastAPI(title="imagegate", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="One DALL·E-style API in front of many image-generation upstreams.")
@@ -105,15 +111,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     if settings.admin_token:  # no token, no admin API: /admin/ paths are plain 404s
         app.include_router(admin.router)
+    console.install(app)  # /console: the web console (pages, sign-in, the proxy to the API above)
 
-    @app.get("/healthz", tags=["health"], summary="Liveness and database check", openapi_extra={"security": []})
-    async def healthz() -> Response:
-        from sqlalchemy import text
-
-        async with app.state.ig.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        return json_response({"status": "ok", "version": __version__})
+    app.state.drain, app.state.metrics_open = drain, False
+    app.include_router(observe.router if settings.metrics_port is None else observe.probes)  # /healthz /readyz /metrics
 
     app.add_middleware(IdempotencyMiddleware)
-    app.add_middleware(BodyLimit, limit=settings.limits.max_body_bytes)  # outermost: limits every body
+    app.add_middleware(BodyLimit, limit=settings.limits.max_body_bytes)  # limits every body
+    app.add_middleware(RequestEdge, drain=drain)  # outermost: request id, the request's log line, metrics
     return app

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import importlib.metadata
 import os
+import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,8 +16,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from imagegate import __version__
+from imagegate import __version__, audit
 from imagegate.accounts import create_account, create_key, find_key, list_accounts, list_keys, parse_expiry, revoke_key
+from imagegate.channels_cli import add_commands as add_channel_commands
+from imagegate.channels_cli import stored_models
+from imagegate.client_cli import add_commands as add_client_commands
 from imagegate.config import ConfigError, Settings, load_settings
 from imagegate.tables import print_table, when
 
@@ -82,6 +86,8 @@ async def accounts_create(session: AsyncSession, args: argparse.Namespace) -> No
     await session.flush()
     if args.balance:
         await credit(session, account.id, args.balance)
+    await audit.record(session, audit.cli_actor(), "account.create", f"account:{account.id}",
+                       {"name": args.name, "balance": from_micro(args.balance), "unlimited": args.unlimited})
     print(f"name: {account.name}")
     print(f"balance: {'unlimited' if args.unlimited else from_micro(args.balance)}")
     print(account.id)
@@ -99,6 +105,8 @@ async def accounts_topup(session: AsyncSession, args: argparse.Namespace) -> Non
         await credit(session, args.id, args.amount)
     except LookupError:
         raise SystemExit(f"no account {args.id!r}") from None
+    await audit.record(session, audit.cli_actor(), "account.topup", f"account:{args.id}",
+                       {"amount": from_micro(args.amount)})
     balance = await session.scalar(select(Account.balance).where(Account.id == args.id))
     print(f"added {from_micro(args.amount)}; balance: {from_micro(balance or 0)}")
 
@@ -137,8 +145,9 @@ async def accounts_list(session: AsyncSession, args: argparse.Namespace) -> None
 
 
 async def served_models(settings: Settings) -> list[str]:
-    """The public model names ``serve`` would answer for, from the same configuration."""
-    return sorted((await build_router(settings)).models())
+    """The public model names ``serve`` would answer for: the configuration's channels and the
+    database's."""
+    return sorted(set((await build_router(settings)).models()) | await stored_models(settings))
 
 
 async def keys_create(settings: Settings, args: argparse.Namespace) -> None:
@@ -157,6 +166,8 @@ async def keys_create(settings: Settings, args: argparse.Namespace) -> None:
                                    expires_at=args.expires)
         except (LookupError, ValueError) as exc:
             raise SystemExit(str(exc).strip("'\"")) from None
+        await audit.record(session, audit.cli_actor(), "key.create", f"key:{new.id}",
+                           {"name": args.name, "account_id": new.account_id, "models": models, "rpm": args.rpm})
     print(f"key id: {new.id}")
     print(f"account: {new.account_id}")
     print(f"expires: {when(args.expires) if args.expires else 'never'}")
@@ -182,6 +193,7 @@ async def keys_revoke(session: AsyncSession, args: argparse.Namespace) -> None:
     if key is None:
         raise SystemExit(f"no key matches {args.key!r}")
     await revoke_key(session, key)
+    await audit.record(session, audit.cli_actor(), "key.revoke", f"key:{key.id}", {"prefix": key.prefix})
     print(f"revoked {key.id} ({key.prefix}…)")
 
 
@@ -201,7 +213,11 @@ async def webhooks_resume(settings: Settings, args: argparse.Namespace) -> None:
 
     engine = make_engine(settings.database_url)
     try:
-        due = await resume_endpoint(make_sessionmaker(engine), args.url)
+        sessions = make_sessionmaker(engine)
+        due = await resume_endpoint(sessions, args.url)
+        async with sessions.begin() as session:
+            await audit.record(session, audit.cli_actor(), "webhook.resume", f"webhook:{args.url}",
+                               {"pending_deliveries": due})
     except LookupError as exc:
         raise SystemExit(f"imagegate: {exc}") from None
     finally:
@@ -256,9 +272,14 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
         os.environ["IMAGEGATE_PUBLIC_URL"] = settings.public_url
     print(f"imagegate listening on http://{args.host}:{args.port} (public URL {settings.public_url})",
           flush=True)
+    from imagegate.metrics import prepare_multiprocess_dir
+
+    metrics_dir = prepare_multiprocess_dir(args.workers)  # --workers N: the workers' metric files, fresh
     uvicorn.run("imagegate.app:create_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=args.log_level, access_log=args.access_log,
                 loop="auto", http="auto", timeout_graceful_shutdown=10)
+    if metrics_dir is not None:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 CONFIG_HELP = "YAML config file (else $IMAGEGATE_CONFIG, else ./imagegate.yaml)"
@@ -325,6 +346,8 @@ def parser() -> argparse.ArgumentParser:
     from imagegate.tasks.commands import add_commands as add_task_commands
 
     add_task_commands(sub, parents=[common])
+    add_client_commands(sub, parents=[common])
+    add_channel_commands(sub, parents=[common])
     return p
 
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -25,6 +25,19 @@ class ConfigError(Exception):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class BreakerConfig(_Strict):
+    """When a channel's circuit breaker opens (routing then skips the channel) and when it probes again."""
+
+    failures: int = Field(default=5, ge=1)
+    """Retryable failures in a row (5xx, timeouts, connection errors, a refused key) that open it."""
+    error_rate: float = Field(default=0.5, gt=0, le=1)
+    """Share of failed requests over ``window`` seconds that opens it, once ``min_requests`` were seen."""
+    window: float = Field(default=60.0, gt=0)
+    min_requests: int = Field(default=20, ge=1)
+    cooldown: float = Field(default=30.0, gt=0)
+    """Seconds an open breaker waits before letting one probe request through (half-open)."""
 
 
 class ChannelConfig(_Strict):
@@ -50,6 +63,13 @@ class ChannelConfig(_Strict):
     """Provider-specific settings, validated by the adapter."""
     proxy: str | None = None
     """HTTP(S) proxy for this channel; default: from ``HTTPS_PROXY``/``NO_PROXY`` at start-up."""
+    max_inflight: int | None = Field(default=None, ge=1)
+    """Upstream submissions this channel may have running at once in one process; a request over the
+    cap fails over to the next channel (none left: 503 ``channel_busy``). Default: no cap."""
+    rpm: int | None = Field(default=None, ge=1)
+    """Submissions per minute to this channel from one process (a moving window); over it, the next
+    channel. Default: no limit."""
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
 
 class PriceConfig(_Strict):
@@ -227,11 +247,29 @@ class Settings(_Strict):
     """Seconds between two looks at the change counters that keep every process's key cache
     true (a revocation elsewhere takes effect within this time)."""
     redis_url: str | None = None
-    """Rate-limit storage shared by several gateway processes; default in memory."""
+    """Redis shared by several gateway processes and replicas: rate-limit windows and wake-up hints
+    (``events.py``); default: none (per-process memory, database polls)."""
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     admin_token: str | None = None
+    metrics_token: str | None = None
+    """Bearer token for ``/metrics`` (default: the admin token; neither set: ``/metrics`` is a 404
+    on the main port)."""
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """Serve ``/metrics`` on this port instead of the main one (every worker shares it)."""
+    metrics_host: str = "127.0.0.1"
+    """The address ``metrics_port`` listens on (``0.0.0.0`` for a scraper on another host)."""
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """``auto``: human-readable when stderr is a terminal, else one JSON object per line."""
+    log_level: str = "info"
+    log_prompts: bool = False
+    """Put prompts in the request log lines (off: they may hold personal data)."""
+    drain_seconds: float = Field(default=0.0, ge=0)
+    """On SIGTERM, ``/readyz`` answers 503 and the listener stays open at least this long (then until
+    the requests in flight are done) so a load balancer stops sending traffic first."""
+    console_session_ttl: int = Field(default=28800, gt=0)
+    """Seconds a web console sign-in lasts (``/console``)."""
 
     @field_validator("prices", mode="before")
     @classmethod

@@ -22,13 +22,14 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
-from imagegate import imaging
+from imagegate import imaging, logs, metrics
 from imagegate.accounts import Principal
 from imagegate.billing import Billing
 from imagegate.billing.usage import UsageLog
+from imagegate.breaker import ChannelHealth, Refusal, Ticket
 from imagegate.core import errors
 from imagegate.core.errors import ImagegateError, InvalidRequest
-from imagegate.core.job import Call, ImageJob, ImageSource, InputImage, Pending, ProviderResult, Usage
+from imagegate.core.job import Call, ImageJob, ImageSource, InputImage, PartialSink, Pending, ProviderResult, Usage
 from imagegate.net import SafeClient
 from imagegate.routing import Route, Router, adjusted_params, dropped_params, with_defaults
 from imagegate.storage.base import BlobStore, owner_of
@@ -73,6 +74,8 @@ class JobState(BaseModel):
     text: str | None = None
     failures: list[str] = Field(default_factory=list)
     progress: int = 0
+    partial: str | None = None
+    """The blob of the latest partial image (an async task whose caller asked for ``partial_images``)."""
 
 
 @dataclass
@@ -121,8 +124,10 @@ def _split(n: int, per_call: int) -> list[int]:
 class Gateway:
     def __init__(self, *, router: Router, store: BlobStore, urls: FileUrls, safe: SafeClient,
                  billing: Billing, usage_log: UsageLog, max_file_bytes: int,
-                 max_image_pixels: int = imaging.MAX_PIXELS) -> None:
+                 max_image_pixels: int = imaging.MAX_PIXELS, health: ChannelHealth | None = None) -> None:
         self.router = router
+        """Swapped whole when channels change at runtime; a job keeps the routes it was planned with."""
+        self.health = health or ChannelHealth(on_change=metrics.channel_state)
         self.store = store
         self.urls = urls
         self.signer = urls.signer
@@ -134,8 +139,10 @@ class Gateway:
 
     # ---- the sync awaiter -------------------------------------------------------------------
 
-    async def execute(self, job: ImageJob, principal: Principal, *, request_id: str) -> Outcome:
-        """Run ``job`` to the end for a caller who waits. Money moves only on success."""
+    async def execute(self, job: ImageJob, principal: Principal, *, request_id: str,
+                      on_partial: PartialSink | None = None) -> Outcome:
+        """Run ``job`` to the end for a caller who waits (``on_partial``: a streaming caller's
+        sink for intermediate images). Money moves only on success."""
         started = time.monotonic()
         job, routes = self.router.plan(job)
         inputs = await self.resolve_inputs(job, account=principal.account_id)
@@ -153,8 +160,8 @@ class Gateway:
             raise
         state = JobState(owner=principal.account_id)
         try:
-            while (wait := await self.step(job, state, routes, lambda: _ready(inputs),
-                                           persist=False, deadline_at=deadline)) is not None:
+            while (wait := await self.step(job, state, routes, lambda: _ready(inputs), persist=False,
+                                           deadline_at=deadline, on_partial=on_partial)) is not None:
                 await asyncio.sleep(wait)
             outcome = self.outcome(job, state, routes)
         except BaseException as exc:
@@ -175,11 +182,11 @@ class Gateway:
 
     async def step(self, job: ImageJob, state: JobState, routes: list[Route],
                    inputs: Callable[[], Awaitable[Inputs]], *, persist: bool,
-                   deadline_at: float) -> float | None:
+                   deadline_at: float, on_partial: PartialSink | None = None) -> float | None:
         """Advance ``state``; return seconds until the next step, or None when the job is done
         (then ``outcome`` reads the result). Raises the job's error when it failed."""
         if not state.calls:
-            await self._submit(job, state, routes, await inputs(), persist)
+            await self._submit(job, state, routes, await inputs(), persist, on_partial)
         else:
             if time.time() > deadline_at:
                 raise errors.UpstreamTimeout("The upstream did not finish the job before its deadline.")
@@ -201,6 +208,19 @@ class Gateway:
                        route.channel.provider, dropped=dropped_params(job, route), failures=state.failures,
                        adjusted=adjusted_params(job, route))
 
+    async def try_route(self, route: Route, job: ImageJob) -> Outcome:
+        """``job`` on ``route`` alone, past the channel's health gate (``channels test``): nothing
+        stored (ask ``b64_json``), nothing billed, no failover. Raises the channel's error."""
+        state = JobState()
+        deadline = time.time() + route.channel.deadline
+        await self._submit(job, state, [route], ((), None), False, gated=False)
+        while waits := [c.handle.get("_poll_after", 1.0) for c in state.calls if not c.done and c.handle]:
+            if time.time() > deadline:
+                raise errors.UpstreamTimeout("The upstream did not finish the job before its deadline.")
+            await asyncio.sleep(float(min(waits)))
+            await self._poll(job, state, route, False)
+        return self.outcome(job, state, [route])
+
     @staticmethod
     def _route(state: JobState, routes: list[Route]) -> Route:
         for r in routes:
@@ -209,26 +229,43 @@ class Gateway:
         raise errors.UpstreamUnavailable(f"The channel {state.channel!r} is no longer configured.")
 
     async def _submit(self, job: ImageJob, state: JobState, routes: list[Route], inputs: Inputs,
-                      persist: bool) -> None:
+                      persist: bool, on_partial: PartialSink | None = None, *, gated: bool = True) -> None:
         last: ImagegateError | None = None
+        refused: list[Refusal] = []
         for route in routes:
             if route.channel.name in state.tried:
+                continue
+            ticket = self.health.admit(route.channel) if gated else None
+            if isinstance(ticket, Refusal):  # open breaker, over its cap or rate, backing off: skip it
+                refused.append(ticket)
                 continue
             shares = _split(job.n, route.spec.max_n)
             images, mask = inputs
             routed = with_defaults(job, route.spec)
-            results = await asyncio.gather(
-                *(route.adapter.submit(Call(routed, route.spec, route.upstream_model, n, images, mask))
-                  for n in shares),
-                return_exceptions=True,
-            )
+            began = time.perf_counter()
+            try:
+                results = await asyncio.gather(
+                    *(route.adapter.submit(Call(routed, route.spec, route.upstream_model, n, images, mask, on_partial))
+                      for n in shares),
+                    return_exceptions=True,
+                )
+            finally:
+                if ticket is not None:
+                    self.health.release(ticket)  # in flight no more; the verdict follows
+                _upstream_time(route.channel.name, "submit", time.perf_counter() - began)
             for r in results:
                 if isinstance(r, BaseException) and not isinstance(r, ImagegateError):
                     raise r
             failed = [r for r in results if isinstance(r, ImagegateError)]
-            if len(failed) == len(results) and all(e.retryable for e in failed):
+            for e in failed:
+                metrics.upstream_error(route.channel.name, e.code)
+            all_retryable = len(failed) == len(results) and all(e.retryable for e in failed)
+            if ticket is not None:
+                self._judge(ticket, route, failed if all_retryable else [])
+            if all_retryable:
                 log.warning("channel %s failed (%s); trying the next one", route.channel.name, failed[0])
                 state.tried.append(route.channel.name)
+                metrics.failover(route.channel.name)
                 last = failed[0]
                 continue
             state.channel, state.upstream_model = route.channel.name, route.model
@@ -236,7 +273,20 @@ class Gateway:
             await asyncio.gather(*(self._record(job, state, call, r, route, persist)
                                    for call, r in zip(state.calls, results, strict=True)))
             return
-        raise last or errors.UpstreamUnavailable("No channel could serve this request.")
+        if last is not None:
+            raise last
+        raise _refusal_error(refused)
+
+    def _judge(self, ticket: Ticket, route: Route, failed: list[ImagegateError]) -> None:
+        """Tell the channel's health how the submission went (``failed``: every call's retryable error)."""
+        if not failed:
+            self.health.judge(ticket, route.channel, "success")
+        elif all(isinstance(e, errors.UpstreamRateLimited) for e in failed):
+            waits = [e.retry_after for e in failed if isinstance(e, errors.UpstreamRateLimited) and e.retry_after]
+            self.health.judge(ticket, route.channel, "rate_limited", retry_after=max(waits, default=None),
+                              error=failed[0].code)
+        else:
+            self.health.judge(ticket, route.channel, "failure", error=failed[0].code)
 
     async def _poll(self, job: ImageJob, state: JobState, route: Route, persist: bool) -> None:
         pending = [c for c in state.calls if not c.done and c.handle is not None]
@@ -244,13 +294,17 @@ class Gateway:
         async def one(call: CallState) -> None:
             assert call.handle is not None
             handle = {k: v for k, v in call.handle.items() if not k.startswith("_")}
+            began = time.perf_counter()
             try:
                 answer: ProviderResult | Pending | ImagegateError = await route.adapter.poll(handle)
             except ImagegateError as exc:
+                metrics.upstream_error(route.channel.name, exc.code)
                 if exc.retryable:  # a flaky poll is not a failed job: ask again next step
                     log.info("poll of %s failed transiently: %s", route.channel.name, exc)
                     return
                 answer = exc
+            finally:
+                _upstream_time(route.channel.name, "poll", time.perf_counter() - began)
             await self._record(job, state, call, answer, route, persist)
 
         await asyncio.gather(*(one(c) for c in pending))
@@ -363,6 +417,7 @@ class Gateway:
                 return Delivered(b64=base64.b64encode(data).decode(), mime=info.mime, width=info.width,
                                  height=info.height, revised_prompt=img.revised_prompt)
             key = await self.store.put(data, content_type=info.mime, owner=mark)
+            metrics.stored(len(data))
             return Delivered(blob=key, mime=info.mime, width=info.width, height=info.height,
                              revised_prompt=img.revised_prompt)
 
@@ -378,6 +433,27 @@ class Gateway:
         except InvalidRequest as exc:
             raise errors.UpstreamBadResponse(f"Could not download the upstream's image: {exc.message}") from exc
         return fetched.data
+
+
+def _refusal_error(refused: list[Refusal]) -> errors.UpstreamUnavailable:
+    """Every channel of the model was skipped: 503 ``channel_busy`` when one is only busy, rate
+    limited or backing off (a retry soon may pass), else ``channel_unavailable`` (every breaker
+    open: no request goes to a channel that keeps failing until its cool-down ends)."""
+    if not refused:
+        return errors.UpstreamUnavailable("No channel could serve this request.")
+    wait = max(1, round(min(r.retry_after for r in refused)))
+    names = ", ".join(sorted({r.name for r in refused}))
+    if any(r.reason != "open" for r in refused):
+        return errors.UpstreamUnavailable(
+            f"Every channel of this model is at its capacity ({names}); retry in about {wait} s.", code="channel_busy")
+    return errors.UpstreamUnavailable(
+        f"Every channel of this model is failing and paused by its circuit breaker ({names}); retry in about "
+        f"{wait} s.", code="channel_unavailable")
+
+
+def _upstream_time(channel: str, op: str, seconds: float) -> None:
+    metrics.upstream(channel, op, seconds)
+    logs.upstream_time(seconds)  # the request's log line and its gateway-added latency
 
 
 async def _ready(inputs: Inputs) -> Inputs:

@@ -8,10 +8,17 @@ tasks never spends its budget for images. A key without ``rpm`` has no limit at 
 
 The memory backend counts per process — with several ``--workers`` each counts alone, so
 configure ``redis_url`` to share one count between workers and replicas.
+
+Redis down: the limiter falls back to this process's memory windows (each replica then counts
+alone, so a key may get up to N × its rpm across N replicas) rather than refusing requests or
+dropping limits altogether. The first failure is logged, ``healthy`` turns False (``/healthz``
+answers "degraded"), and Redis is tried again every ``RETRY_SECONDS``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
 from typing import Literal
@@ -22,7 +29,11 @@ from limits.aio import strategies
 from imagegate.accounts import Principal
 from imagegate.core.errors import RateLimited
 
+log = logging.getLogger("imagegate.ratelimit")
+
 Kind = Literal["work", "read"]
+RETRY_SECONDS = 5.0
+TIMEOUT = 1.0
 MIN_READS_PER_MINUTE = 60
 READS_PER_RPM = 10
 
@@ -41,7 +52,28 @@ class RateLimiter:
     def __init__(self, redis_url: str | None = None) -> None:
         self._backend = storage.storage_from_string(f"async+{redis_url}" if redis_url else "async+memory://")
         self._window = strategies.MovingWindowRateLimiter(self._backend)
+        self._local = (strategies.MovingWindowRateLimiter(storage.storage_from_string("async+memory://"))
+                       if redis_url else self._window)
         self._items: dict[tuple[Kind, int], RateLimitItemPerMinute] = {}
+        self._retry_at = 0.0
+        self.healthy: bool | None = True if redis_url else None
+        """None: memory only; else whether the shared (Redis) count answered last time."""
+
+    async def _hit(self, item: RateLimitItemPerMinute, key: str) -> tuple[bool, strategies.MovingWindowRateLimiter]:
+        if self._local is not self._window and time.monotonic() >= self._retry_at:
+            try:
+                allowed = await asyncio.wait_for(self._window.hit(item, key), TIMEOUT)
+            except Exception as exc:
+                if self.healthy:
+                    log.warning("Redis unreachable for rate limits (%s): counting per process until it is back", exc)
+                self.healthy = False
+                self._retry_at = time.monotonic() + RETRY_SECONDS
+            else:
+                if self.healthy is False:
+                    log.warning("Redis reachable again: rate limits shared again")
+                self.healthy = True
+                return allowed, self._window
+        return await self._local.hit(item, key), self._local
 
     async def hit(self, who: Principal, kind: Kind = "work") -> None:
         if not who.rpm:
@@ -50,10 +82,11 @@ class RateLimiter:
         item = self._items.get((kind, limit))
         if item is None:
             item = self._items[(kind, limit)] = RateLimitItemPerMinute(limit, namespace=self._NAMESPACES[kind])
-        if await self._window.hit(item, who.key_id):
+        allowed, window = await self._hit(item, who.key_id)
+        if allowed:
             return
         # The window frees its oldest slot at ``reset_time``: that is when a retry can succeed.
-        stats = await self._window.get_window_stats(item, who.key_id)
+        stats = await window.get_window_stats(item, who.key_id)
         wait = max(1, math.ceil(stats.reset_time - time.time()))
         if kind == "work":
             message = f"Rate limit reached for this API key: {limit} requests per minute."

@@ -81,10 +81,11 @@ def default_channels(settings: Settings, env: Mapping[str, str]) -> list[Channel
         ]
     if settings.local_model and "local" in ADAPTERS and not any(c.provider == "local" for c in channels):
         channels.append(ChannelConfig(name="local", provider="local"))
-    return [_with_proxy(c, env) for c in channels]
+    return [with_proxy(c, env) for c in channels]
 
 
-def _with_proxy(channel: ChannelConfig, env: Mapping[str, str]) -> ChannelConfig:
+def with_proxy(channel: ChannelConfig, env: Mapping[str, str]) -> ChannelConfig:
+    """``channel`` with the proxy the environment gives its host, unless it names one."""
     adapter = ADAPTERS.get(channel.provider)
     base = channel.base_url or (adapter.default_base_url if adapter else "")
     if channel.proxy is not None or not base:
@@ -129,9 +130,25 @@ class Router:
                 routes.setdefault(public, []).append(Route(ch, adapter, name, spec))
         return cls(routes, max_prompt_chars=max_prompt_chars)
 
+    def channels(self) -> list[ChannelConfig]:
+        """Every channel with at least one route, in configuration order."""
+        seen: dict[str, ChannelConfig] = {}
+        for routes in self._routes.values():
+            for r in routes:
+                seen.setdefault(r.channel.name, r.channel)
+        return list(seen.values())
+
+    def routes_of(self, channel: str) -> dict[str, Route]:
+        """Public model name → the route ``channel`` serves it with."""
+        return {m: r for m, rs in sorted(self._routes.items()) for r in rs if r.channel.name == channel}
+
     def models(self) -> dict[str, str]:
         """Public model name → provider of its first channel."""
         return {m: rs[0].channel.provider for m, rs in sorted(self._routes.items())}
+
+    def routes(self, model: str) -> list[Route]:
+        """Every channel configured for ``model`` (readiness: is one of them usable?)."""
+        return list(self._routes.get(model, ()))
 
     def first_route(self, model: str) -> Route | None:
         """The channel tried first for ``model`` (lowest priority), whose spec describes it."""

@@ -4,28 +4,33 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from imagegate import metrics
 from imagegate.accounts import KeyCache
 from imagegate.billing import Billing
 from imagegate.billing.ledger import Ledger
-from imagegate.billing.prices import Pricer
+from imagegate.billing.prices import Pricer, stored_prices
 from imagegate.billing.usage import UsageLog
+from imagegate.breaker import ChannelHealth
+from imagegate.channelstore import ChannelRuntime, Sealer
 from imagegate.config import Settings
 from imagegate.db.models import Meta
 from imagegate.db.session import make_engine, make_sessionmaker
-from imagegate.epochs import KEYS, EpochWatcher
+from imagegate.epochs import CHANNELS, KEYS, PRICES, EpochWatcher, announce
+from imagegate.events import EPOCHS, Events, NoEvents, open_events
 from imagegate.gateway import Gateway
 from imagegate.idempotency import IdempotencyKeys
 from imagegate.instance import InstanceLease
 from imagegate.net import SafeClient, make_session
 from imagegate.periodic import Periodic
 from imagegate.ratelimit import RateLimiter
-from imagegate.routing import Router, router_for
+from imagegate.routing import Router
 from imagegate.storage import open_store
 from imagegate.storage.base import BlobStore
 from imagegate.storage.signing import UrlSigner
@@ -42,7 +47,6 @@ class AppState:
     safe: SafeClient
     store: BlobStore
     urls: FileUrls
-    router: Router
     gateway: Gateway
     keys: KeyCache
     billing: Billing
@@ -50,13 +54,36 @@ class AppState:
     limiter: RateLimiter
     tasks: TaskService
     idempotency: IdempotencyKeys
+    channels: ChannelRuntime
+    """The configuration's channels and the database's (reloaded when the ``channels`` counter moves)."""
     instance: InstanceLease | None = None
+    events: Events = field(default_factory=NoEvents)
+    """Cross-replica hints (Redis pub/sub; a no-op without ``redis_url``)."""
+    unannounce: Callable[[], None] | None = None
     chores: list[Periodic] = field(default_factory=list)
     """Background loops of this process: heartbeat, hold reaper, change watcher."""
+
+    @property
+    def router(self) -> Router:
+        """The router in force now (swapped whole when stored channels change)."""
+        return self.gateway.router
+
+    @property
+    def health(self) -> ChannelHealth:
+        return self.gateway.health
+
+    async def reload_prices(self) -> None:
+        """The configuration's prices with the database's over them (the ``prices`` counter moved)."""
+        async with self.sessions() as s:
+            stored = await stored_prices(s)
+        self.billing.pricer = Pricer({**self.settings.prices, **stored})
 
     async def aclose(self) -> None:
         for chore in self.chores:
             await chore.stop()
+        if self.unannounce is not None:
+            self.unannounce()
+        await self.events.stop()
         if self.instance is not None:
             await self.instance.retire()
         await self.usage_log.stop()
@@ -94,20 +121,28 @@ async def build_state(settings: Settings) -> AppState:
     secret = await url_secret(settings, sessions)
     urls = FileUrls(settings.public_url, UrlSigner(secret))
     store = open_store(settings.storage_url, public_url=settings.public_url, secret=secret, storage=settings.storage)
-    router = router_for(settings, http, os.environ)
+    channels = ChannelRuntime(settings, http, sessions, Sealer(secret), os.environ,
+                              swap=lambda router: setattr(gateway, "router", router))
     instance = InstanceLease(sessions, stale_after=settings.billing.instance_stale_after)
     await instance.register()
     billing = Billing(Pricer(settings.prices), Ledger(sessions), hold_margin=settings.billing.hold_margin,
                       instance=instance)
     usage_log = UsageLog(sessions)
-    gateway = Gateway(router=router, store=store, urls=urls, safe=safe, billing=billing,
+    gateway = Gateway(router=channels.build([]), store=store, urls=urls, safe=safe, billing=billing,
                       usage_log=usage_log, max_file_bytes=settings.limits.max_file_bytes,
-                      max_image_pixels=settings.limits.max_image_pixels)
-    tasks = TaskService(settings, sessions, gateway)
+                      max_image_pixels=settings.limits.max_image_pixels,
+                      health=ChannelHealth(on_change=metrics.channel_state))
+    await channels.reload()  # the stored channels join the configuration's
+    events = open_events(settings.redis_url)
+    tasks = TaskService(settings, sessions, gateway, events)
     usage_log.start()
     keys = KeyCache(sessions)
     watcher = EpochWatcher(sessions)
     watcher.on(KEYS, keys.forget)
+    watcher.on(CHANNELS, channels.reload)
+    events.on(EPOCHS, watcher.poke)  # a counter moved in another replica: look now
+    unannounce = announce(lambda: events.notify(EPOCHS))
+    events.start()
     idempotency = IdempotencyKeys(sessions, instance)
     chores = [Periodic("heartbeat", instance.beat, settings.billing.heartbeat_interval),
               Periodic("hold-reaper", billing.reap, settings.billing.reap_interval),
@@ -115,7 +150,11 @@ async def build_state(settings: Settings) -> AppState:
               Periodic("idempotency-sweeper", idempotency.sweep, 3600)]
     for chore in chores:
         chore.start()
-    return AppState(settings=settings, engine=engine, sessions=sessions, http=http, safe=safe, store=store,
-                    urls=urls, router=router, gateway=gateway, keys=keys,
+    state = AppState(settings=settings, engine=engine, sessions=sessions, http=http, safe=safe, store=store,
+                    urls=urls, gateway=gateway, keys=keys, channels=channels,
                     billing=billing, usage_log=usage_log, limiter=RateLimiter(settings.redis_url),
-                    tasks=tasks, idempotency=idempotency, instance=instance, chores=chores)
+                    tasks=tasks, idempotency=idempotency, instance=instance, chores=chores,
+                    events=events, unannounce=unannounce)
+    watcher.on(PRICES, state.reload_prices)
+    await state.reload_prices()
+    return state

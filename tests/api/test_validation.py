@@ -103,7 +103,9 @@ def openai_error(resp: httpx.Response) -> dict[str, Any]:
 def google_error(resp: httpx.Response) -> dict[str, Any]:
     assert resp.status_code == 400, (resp.status_code, resp.text)
     err: dict[str, Any] = resp.json()["error"]
-    assert set(err) == {"code", "message", "status"} and err["status"] == "INVALID_ARGUMENT", err
+    assert set(err) == {"code", "message", "status", "details"} and err["status"] == "INVALID_ARGUMENT", err
+    assert err["details"] == [{"@type": "type.googleapis.com/google.rpc.RequestInfo",
+                               "requestId": resp.headers["x-request-id"]}], err
     return err
 
 

@@ -30,7 +30,9 @@ def test_model_allow_list(gw: GatewayProcess, emu: OpenAIEmulator) -> None:
     key = gw.key(account=account, models=["img-flat"])
     r = generate(gw, key, model="img-size")
     assert r.status_code == 403
-    assert r.json() == {"error": {"message": "This API key may not use the model 'img-size'.",
+    body = r.json()
+    assert body["error"].pop("request_id") == r.headers["x-request-id"]  # quotable by the customer
+    assert body == {"error": {"message": "This API key may not use the model 'img-size'.",
                                   "type": "permission_error", "param": "model", "code": "model_not_allowed"}}
     assert emu.calls == [] and books(gw, account).kinds() == ["topup"]  # refused before any hold
     assert [m["id"] for m in models(gw, key).json()["data"]] == ["img-flat"]
@@ -98,8 +100,10 @@ def test_expired_key(gw: GatewayProcess) -> None:
     out = gw.cli("keys", "create", "--name", "old", "--expires", "2020-01-01")
     r = models(gw, out.splitlines()[-1])
     assert r.status_code == 401
-    assert r.json()["error"] == {"message": "This API key has expired.", "type": "authentication_error",
-                                 "param": None, "code": "invalid_api_key"}
+    error = r.json()["error"]
+    assert error.pop("request_id") == r.headers["x-request-id"]  # quotable by the customer
+    assert error == {"message": "This API key has expired.", "type": "authentication_error",
+                     "param": None, "code": "invalid_api_key"}
 
     out = gw.cli("keys", "create", "--name", "brief", "--expires", "3s")
     assert out.splitlines()[2].startswith("expires: ")

@@ -398,6 +398,14 @@ class OpenAIEmulator(Emulator):
     def __init__(self, api_key: str = "test-upstream-key", models: tuple[ImageModel, ...] = ()) -> None:
         super().__init__(api_key)
         self.models = {**MODELS, **{model.name: model for model in models}}
+        self.stream_delay = 0.0
+        """Seconds between streamed events (the real API takes seconds per partial image)."""
+        self.stream_break_after: int | None = None
+        """Streamed answers send this many events, then an ``error`` event (a failure mid-stream)."""
+
+    def reset(self) -> None:
+        super().reset()
+        self.stream_delay, self.stream_break_after = 0.0, None
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -523,13 +531,31 @@ class OpenAIEmulator(Emulator):
             "background": job.background,
             "output_format": job.output_format,
         }
-        for image in images:
-            b64 = base64.b64encode(image).decode()
-            for index in range(job.partial_images):
-                partial = {"b64_json": b64, **settings, "partial_image_index": index}
-                await _send_event(response, f"{event_prefix}.partial_image", partial)
-            completed = {"b64_json": b64, **settings, "usage": _usage(job, 1)}
-            await _send_event(response, f"{event_prefix}.completed", completed)
+        sent = 0
+
+        async def send(event: str, data: dict[str, Any]) -> None:
+            nonlocal sent
+            if self.stream_break_after is not None and sent >= self.stream_break_after:
+                error = {"message": "The image generation failed.", "type": "server_error", "param": None,
+                         "code": "image_generation_failed"}
+                await _send_event(response, "error", {"error": error})
+                raise _StreamBroken
+            await asyncio.sleep(self.stream_delay)
+            await _send_event(response, event, data)
+            sent += 1
+
+        try:
+            for number, image in enumerate(images):
+                # Partial images are earlier, rougher states of the image: each one is different.
+                partials = await asyncio.to_thread(_partials, job, number, job.partial_images)
+                for index, partial in enumerate(partials):
+                    b64 = base64.b64encode(partial).decode()
+                    await send(f"{event_prefix}.partial_image",
+                               {"b64_json": b64, **settings, "partial_image_index": index})
+                completed = {"b64_json": base64.b64encode(image).decode(), **settings, "usage": _usage(job, 1)}
+                await send(f"{event_prefix}.completed", completed)
+        except _StreamBroken:
+            pass
         await response.write_eof()
         return response
 
@@ -537,6 +563,18 @@ class OpenAIEmulator(Emulator):
 async def _send_event(response: web.StreamResponse, event: str, data: dict[str, Any]) -> None:
     payload = {"type": event, "created_at": int(time.time()), **data}
     await response.write(f"event: {event}\ndata: {json.dumps(payload)}\n\n".encode())
+
+
+class _StreamBroken(Exception):
+    pass
+
+
+def _partials(job: ImageJob, number: int, count: int) -> list[bytes]:
+    """``count`` rough early states of image ``number``, each a different picture (blurred
+    noise sharpening towards the result), like the real API's partial images."""
+    fmt = job.output_format if job.model.gpt else "png"
+    seed = zlib.crc32(job.prompt.encode()) + number
+    return [make_image(job.width, job.height, fmt, seed=seed * 31 + 1000 * (index + 1)) for index in range(count)]
 
 
 def _render(job: ImageJob) -> list[bytes]:

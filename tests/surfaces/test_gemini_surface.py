@@ -302,8 +302,10 @@ def test_invalid_body_is_400_in_google_shape(env: Surfaces, body: dict[str, obje
                       headers={"x-goog-api-key": env.key}, json=body)
     assert resp.status_code == 400, resp.text
     error = resp.json()["error"]
-    assert set(error) == {"code", "message", "status"}
+    assert set(error) == {"code", "message", "status", "details"}
     assert error["code"] == 400 and error["status"] == "INVALID_ARGUMENT" and needle in error["message"]
+    assert error["details"] == [{"@type": "type.googleapis.com/google.rpc.RequestInfo",
+                                 "requestId": resp.headers["x-request-id"]}]
     assert generate_calls(env) == []
 
 

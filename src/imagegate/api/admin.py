@@ -17,8 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from starlette.responses import Response
 
+from imagegate import audit
 from imagegate.accounts import create_account, create_key, find_key, parse_expiry
 from imagegate.accounts import revoke_key as revoke
+from imagegate.api import admin_channels
+from imagegate.api.admin_channels import ActorDep
 from imagegate.api.deps import StateDep, state_of
 from imagegate.api.render import json_response
 from imagegate.api.usage import Before, Limit, Since, money, usage_body
@@ -40,6 +43,7 @@ async def require_admin(request: Request) -> None:
 
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router.include_router(admin_channels.router)  # channels, prices, audit log
 
 
 class _Body(BaseModel):
@@ -103,13 +107,15 @@ async def list_accounts(state: StateDep, limit: Annotated[int, Query(ge=1, le=10
 
 
 @router.post("/accounts", status_code=201, summary="Create an account (optionally with a balance)")
-async def new_account(state: StateDep, body: AccountCreate) -> Response:
+async def new_account(state: StateDep, who: ActorDep, body: AccountCreate) -> Response:
     balance = _amount(body.balance, "balance")
     async with state.sessions.begin() as s:
         account = await create_account(s, body.name, unlimited=body.unlimited)
         await s.flush()
         if balance:
             await credit(s, account.id, balance)
+        await audit.record(s, who, "account.create", f"account:{account.id}",
+                           {"name": body.name, "balance": str(body.balance), "unlimited": body.unlimited})
     return json_response(await _account_body(state, account.id), status=201)
 
 
@@ -119,7 +125,7 @@ async def show_account(state: StateDep, account_id: str) -> Response:
 
 
 @router.post("/accounts/{account_id}/topup", summary="Add money to an account")
-async def topup(state: StateDep, account_id: str, body: TopUp) -> Response:
+async def topup(state: StateDep, who: ActorDep, account_id: str, body: TopUp) -> Response:
     amount = _amount(body.amount, "amount")
     if amount == 0:
         raise InvalidRequest("amount: a top-up must be positive.", param="amount")
@@ -127,6 +133,8 @@ async def topup(state: StateDep, account_id: str, body: TopUp) -> Response:
         await state.billing.ledger.topup(account_id, amount)
     except LookupError:
         raise NotFound(f"No account {account_id!r}.", param="account_id") from None
+    async with state.sessions.begin() as s:
+        await audit.record(s, who, "account.topup", f"account:{account_id}", {"amount": str(body.amount)})
     return json_response(await _account_body(state, account_id))
 
 
@@ -141,7 +149,7 @@ async def list_keys(state: StateDep, account_id: str | None = None) -> Response:
 
 
 @router.post("/keys", status_code=201, summary="Create an API key; the answer shows it once")
-async def new_key(state: StateDep, body: KeyCreate) -> Response:
+async def new_key(state: StateDep, who: ActorDep, body: KeyCreate) -> Response:
     try:
         expires_at = parse_expiry(body.expires) if body.expires else None
     except ValueError as exc:
@@ -150,6 +158,9 @@ async def new_key(state: StateDep, body: KeyCreate) -> Response:
         async with state.sessions.begin() as s:
             new = await create_key(s, name=body.name, models=body.models, account_id=body.account_id,
                                    rpm=body.rpm, expires_at=expires_at)
+            await audit.record(s, who, "key.create", f"key:{new.id}",
+                               {"name": body.name, "account_id": new.account_id, "models": body.models,
+                                "rpm": body.rpm, "expires": body.expires})
     except LookupError:
         raise NotFound(f"No account {body.account_id!r}.", param="account_id") from None
     except ValueError as exc:
@@ -159,12 +170,13 @@ async def new_key(state: StateDep, body: KeyCreate) -> Response:
 
 
 @router.post("/keys/{key_id}/revoke", summary="Revoke an API key")
-async def revoke_key(state: StateDep, key_id: str) -> Response:
+async def revoke_key(state: StateDep, who: ActorDep, key_id: str) -> Response:
     async with state.sessions.begin() as s:
         key = await find_key(s, key_id)
         if key is None:
             raise NotFound(f"No key {key_id!r}.", param="key_id")
         await revoke(s, key)
+        await audit.record(s, who, "key.revoke", f"key:{key.id}", {"prefix": key.prefix})
         body = _key_body(key)
     state.keys.forget()  # this process at once; the others when they see the ``keys`` counter move
     return json_response(body)
@@ -211,9 +223,11 @@ async def list_webhook_endpoints(state: StateDep) -> Response:
 
 
 @router.post("/webhooks/resume", summary="Resume a paused webhook URL: its pending deliveries are sent at once")
-async def resume_webhooks(state: StateDep, body: WebhookResume) -> Response:
+async def resume_webhooks(state: StateDep, who: ActorDep, body: WebhookResume) -> Response:
     try:
         due = await resume_endpoint(state.sessions, body.url)
     except LookupError as exc:
         raise NotFound(str(exc), param="url") from None
+    async with state.sessions.begin() as s:
+        await audit.record(s, who, "webhook.resume", f"webhook:{body.url}", {"pending_deliveries": due})
     return json_response({"url": body.url, "paused": False, "pending_deliveries": due})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -10,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from imagegate import logs
 from imagegate.core.errors import ImagegateError, InvalidRequest, RateLimited, RequestError
 
 log = logging.getLogger("imagegate.api")
@@ -29,13 +31,22 @@ def render(request: Request, exc: ImagegateError) -> Response:
 
 
 def error_response(path: str, exc: ImagegateError) -> Response:
-    """``exc`` in the shape of the surface ``path`` belongs to."""
+    """``exc`` in the shape of the surface ``path`` belongs to, with the request id for the caller
+    to quote — ``error.request_id`` in OpenAI's shape, a ``google.rpc.RequestInfo`` in
+    ``error.details`` in Google's (where Google's own APIs put it); the code goes in the request's
+    log line."""
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    request_id = logs.current_request_id()
     if is_google_surface(path):
-        body: dict[str, object] = {"error": {"code": exc.status, "message": exc.message,
-                                             "status": GOOGLE_STATUS.get(exc.status, "UNKNOWN")}}
+        body: dict[str, Any] = {"error": {"code": exc.status, "message": exc.message,
+                                          "status": GOOGLE_STATUS.get(exc.status, "UNKNOWN")}}
+        if request_id is not None:
+            body["error"]["details"] = [{"@type": "type.googleapis.com/google.rpc.RequestInfo",
+                                         "requestId": request_id}]
     else:
-        body = exc.to_openai()
+        body = exc.to_openai(request_id)
+    if request_id is not None:
+        logs.annotate(error_code=exc.code)
     return Response(orjson.dumps(body), status_code=exc.status, media_type="application/json",
                     headers=headers)
 

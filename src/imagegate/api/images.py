@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import time
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
@@ -11,13 +14,14 @@ from starlette.formparsers import MultiPartException
 from starlette.responses import Response
 
 from imagegate import imaging
-from imagegate.api.answer import Result, answer
+from imagegate.accounts import Principal
+from imagegate.api.answer import Result, StreamEvents, answer, answer_stream
 from imagegate.api.deps import StateDep, WorkPrincipalDep
 from imagegate.api.parsing import check_reference_scheme, not_json
 from imagegate.api.render import image_items
 from imagegate.api.schemas import GenerationRequest, ImageRequest, ImagesResponse
-from imagegate.core.errors import InvalidRequest, PayloadTooLarge
-from imagegate.core.job import ImageSource
+from imagegate.core.errors import ImagegateError, InvalidRequest, PayloadTooLarge
+from imagegate.core.job import ImageJob, ImageSource, Partial
 from imagegate.core.spec import Action
 from imagegate.state import AppState
 
@@ -55,6 +59,55 @@ async def render(state: AppState, result: Result) -> dict[str, Any]:
     return body
 
 
+_NO_USAGE = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0,
+             "input_tokens_details": {"text_tokens": 0, "image_tokens": 0}}
+
+
+def _event(kind: str, body: dict[str, Any]) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **body}) + b"\n\n"
+
+
+def stream_events(job: ImageJob) -> StreamEvents:
+    """OpenAI's image streaming events (``ImageGenStreamEvent`` / ``ImageEditStreamEvent``):
+    ``<prefix>.partial_image`` as they come, then one ``<prefix>.completed`` per image (with a
+    URL instead of ``b64_json`` when ``response_format`` is ``url``: an extension), the job's
+    usage on the last one; a failure after the stream started is an ``error`` event."""
+    prefix = "image_generation" if job.action == "generate" else "image_edit"
+    settings = {"background": job.background or "auto", "quality": job.quality or "auto"}
+
+    def partial(p: Partial, index: int) -> bytes:
+        b64 = p.b64 if p.b64 is not None else base64.b64encode(p.data or b"").decode()
+        size = f"{p.width}x{p.height}" if p.width and p.height else job.size or "auto"
+        return _event(f"{prefix}.partial_image", {
+            "b64_json": b64, "partial_image_index": index, "created_at": int(time.time()), "size": size,
+            "output_format": p.mime.split("/")[-1], **settings})
+
+    async def done(state: AppState, result: Result) -> list[bytes]:
+        items = await image_items(state, result.delivered, job.response_format)
+        out = []
+        for i, (item, d) in enumerate(zip(items, result.delivered, strict=True)):
+            last = i == len(items) - 1
+            usage = result.usage.model_dump(exclude_none=True) if last and result.usage is not None else _NO_USAGE
+            out.append(_event(f"{prefix}.completed", {
+                **item, "created_at": result.created, "output_format": d.mime.split("/")[-1],
+                "size": f"{d.width}x{d.height}" if d.width and d.height else job.size or "auto",
+                "usage": usage, **settings}))
+        return out
+
+    def error(exc: ImagegateError) -> list[bytes]:
+        # The SDK raises ``APIError`` on a ``data`` object with an ``error`` key.
+        return [b"event: error\ndata: " + orjson.dumps(exc.to_openai()) + b"\n\n"]
+
+    return StreamEvents(partial=partial, done=done, error=error)
+
+
+async def _answer(state: AppState, request: Request, job: ImageJob, principal: Principal,
+                  stream: bool) -> Response:
+    if stream:
+        return await answer_stream(state, request, job, principal, stream_events(job))
+    return await answer(state, request, job, principal, render)
+
+
 @router.post(
     "/v1/images/generations",
     response_model=ImagesResponse,
@@ -73,7 +126,7 @@ async def generations(request: Request, state: StateDep, principal: WorkPrincipa
         raise pydantic_error(exc) from exc
     refs = req.image if isinstance(req.image, list) else [req.image] if req.image else []
     images = [source_from_string(v, param=f"image[{i}]", state=state) for i, v in enumerate(refs)]
-    return await answer(state, request, req.to_job("generate", images, None), principal, render)
+    return await _answer(state, request, req.to_job("generate", images, None), principal, req.stream)
 
 
 _FILE_FIELDS = ("image", "image[]", "mask")
@@ -121,7 +174,7 @@ async def edits(request: Request, state: StateDep, principal: WorkPrincipalDep) 
         job = req.to_job(action, images, mask)
     finally:
         await form.close()
-    return await answer(state, request, job, principal, render)
+    return await _answer(state, request, job, principal, req.stream)
 
 
 async def _upload(value: UploadFile | str, *, param: str, state: AppState) -> ImageSource:

@@ -40,9 +40,12 @@ class ImageRequest(BaseModel):
     strength: float | None = Field(default=None, ge=0, le=1, description="Image-to-image strength.")
     response_format: ResponseFormat = Field(default="url", description="url (served by this gateway) or b64_json.")
     user: str | None = None
+    stream: bool = Field(default=False, description="Answer Server-Sent Events (partial images, then each image).")
+    partial_images: int | None = Field(default=None, ge=0, le=3,
+                                       description="Partial images a stream carries before each image (0-3).")
 
     def to_job(self, action: Action, images: list[ImageSource], mask: ImageSource | None) -> ImageJob:
-        fields = self.model_dump(exclude_none=True, exclude={"image"})
+        fields = self.model_dump(exclude_none=True, exclude={"image", "stream"})
         extra = dict(self.model_extra or {})
         extra.pop("image", None)
         for k in extra:

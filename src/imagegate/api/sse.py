@@ -1,10 +1,12 @@
-"""Server-sent events for the surfaces that stream (chat completions, Gemini).
+"""Server-sent events for the surfaces that stream (chat completions, Gemini, OpenAI Images).
 
 An image job is one long wait followed by the whole answer, so "streaming" here means: start the
 job, answer failures that happen at once (bad reference image, no credit, an upstream 4xx) with a
 real HTTP status, and only then commit to a 200 event stream that carries keep-alives while the
 upstream works — proxies drop connections that stay silent for tens of seconds — and the answer
-at the end. A client that goes away cancels the job, which releases its hold.
+at the end. A job that shows work in progress (partial images on the Images surface) puts events
+on a ``progress`` queue, sent between the keep-alives. A client that goes away cancels the job,
+which releases its hold.
 """
 
 from __future__ import annotations
@@ -40,17 +42,34 @@ async def start(job: Coroutine[Any, Any, Outcome]) -> asyncio.Task[Outcome]:
 
 
 def stream(task: asyncio.Task[Outcome], *, head: list[bytes], keepalive: bytes, render: Render,
-           render_error: RenderError, tail: list[bytes]) -> StreamingResponse:
-    """``head``, keep-alives until ``task`` ends, its rendering (or its error's), then ``tail``."""
+           render_error: RenderError, tail: list[bytes],
+           progress: asyncio.Queue[bytes] | None = None) -> StreamingResponse:
+    """``head``, keep-alives until ``task`` ends, its rendering (or its error's), then ``tail``.
+    Events put on ``progress`` while the job runs (partial images) are sent as they come."""
 
     async def events() -> AsyncIterator[bytes]:
         try:
             for chunk in head:
                 yield chunk
             while not task.done():
-                await asyncio.wait({task}, timeout=KEEPALIVE_EVERY)
+                if progress is None:
+                    await asyncio.wait({task}, timeout=KEEPALIVE_EVERY)
+                else:
+                    while not progress.empty():
+                        yield progress.get_nowait()
+                    got = asyncio.ensure_future(progress.get())
+                    await asyncio.wait({task, got}, timeout=KEEPALIVE_EVERY, return_when=asyncio.FIRST_COMPLETED)
+                    if not got.done():
+                        got.cancel()  # the item stays queued: Queue.get takes it only once resumed
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await got
+                    else:
+                        yield got.result()
+                        continue
                 if not task.done():
                     yield keepalive
+            while progress is not None and not progress.empty():
+                yield progress.get_nowait()
             try:
                 chunks = await render(task.result())
             except ImagegateError as exc:

@@ -19,7 +19,7 @@ from imagegate.api.render import json_response
 from imagegate.core.errors import AuthenticationFailed, TaskNotFound
 from imagegate.core.job import ImageJob, Surface
 from imagegate.db.models import ApiKey, Task
-from imagegate.db.status import SUCCESS
+from imagegate.db.status import SUCCESS, TASK_ACTIVE
 from imagegate.state import AppState
 from imagegate.tasks.queue import TaskQueue, public_status
 from imagegate.tasks.result import TaskResult
@@ -48,6 +48,9 @@ async def task_object(state: AppState, task: Task) -> dict[str, Any]:
         data = await RENDERERS[job.surface](state, result)
         if job.surface == "images":
             data = {**data, "model": task.model}
+    elif task.status in TASK_ACTIVE and (task.state or {}).get("partial"):
+        # The latest partial image of a running task whose caller asked for ``partial_images``.
+        data = {"partial_image_url": state.store.url_for(task.state["partial"], ttl=state.settings.url_ttl)}
     return {
         "task_id": task.id,
         "platform": task.platform,

@@ -13,8 +13,12 @@ from __future__ import annotations
 
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from imagegate.config import PriceConfig
 from imagegate.core.job import ImageJob, Usage
+from imagegate.db.models import PriceRow
 
 MICRO = 1_000_000
 MAX_AMOUNT = 10**12
@@ -55,6 +59,9 @@ class Pricer:
 
     def __init__(self, prices: dict[str, PriceConfig]) -> None:
         self._prices = prices
+
+    def table(self) -> dict[str, PriceConfig]:
+        return dict(self._prices)
 
     def priced(self, model: str) -> bool:
         return model in self._prices
@@ -117,3 +124,9 @@ class Pricer:
             return min(ceiling, delivered * self._per_image(price, job))
         # Per-token price but the upstream reported no usage: the delivered share of the hold.
         return ceiling * delivered // job.n
+
+
+async def stored_prices(session: AsyncSession) -> dict[str, PriceConfig]:
+    """Prices set at runtime (admin API, ``imagegate prices set``); they override the configuration's."""
+    rows = (await session.execute(select(PriceRow))).scalars()
+    return {r.model: PriceConfig.model_validate(r.price) for r in rows}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import case, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from imagegate import logs, metrics
 from imagegate.accounts import Principal
 from imagegate.core.job import ImageJob
 from imagegate.db.models import UsageRecord
@@ -32,6 +33,8 @@ class UsageLog:
 
     def record(self, request_id: str, principal: Principal, job: ImageJob, *, channel: str, status: str,
                images: int, cost: int, started: float) -> None:
+        metrics.job_done(job.surface, job.model, channel, status, images)
+        logs.annotate(channel=channel, outcome=status, images=images, cost=cost)  # the request's log line
         self._rows.append({
             "request_id": request_id, "account_id": principal.account_id, "key_id": principal.key_id,
             "model": job.model, "channel": channel, "surface": job.surface, "status": status,

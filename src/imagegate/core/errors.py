@@ -15,6 +15,7 @@ adapters translate upstream failures into the ``UpstreamError`` branch at their 
     │   │   ├── ModelNotFound           404
     │   │   └── TaskNotFound            404
     │   ├── IdempotencyConflict         409   the ``Idempotency-Key`` names another request
+    │   ├── Conflict                    409   a name taken, a read-only object
     │   ├── RateLimited                 429
     │   └── InsufficientQuota           429
     └── UpstreamError                   502 upstream_error          (the upstream's outcome)
@@ -49,8 +50,12 @@ class ImagegateError(Exception):
         if code is not None:
             self.code = code  # type: ignore[misc]  # instance override of the class default
 
-    def to_openai(self) -> dict[str, object]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+    def to_openai(self, request_id: str | None = None) -> dict[str, object]:
+        error: dict[str, object] = {"message": self.message, "type": self.type, "param": self.param,
+                                    "code": self.code}
+        if request_id is not None:
+            error["request_id"] = request_id
+        return {"error": error}
 
 
 class RequestError(ImagegateError):
@@ -98,6 +103,13 @@ class IdempotencyConflict(RequestError):
     code = "idempotency_key_reused"
 
 
+class Conflict(RequestError):
+    """The request collides with the state of an object (a name taken, a read-only object)."""
+
+    status = 409
+    code = "conflict"
+
+
 class RateLimited(RequestError):
     status = 429
     type = "rate_limit_error"
@@ -136,6 +148,11 @@ class UpstreamRateLimited(UpstreamError):
     status = 503
     code = "upstream_rate_limited"
     retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+        """Seconds the upstream asked us to wait (its ``Retry-After``), when it said."""
 
 
 class UpstreamAuthFailed(UpstreamError):

@@ -8,6 +8,7 @@ or, for queue-style upstreams, a ``Pending`` handle that is polled later.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -68,6 +69,8 @@ class ImageJob(BaseModel):
     seed: int | None = None
     negative_prompt: str | None = None
     strength: float | None = None
+    partial_images: int | None = None
+    """Intermediate images a streamed answer may carry (0–3; OpenAI's ``partial_images``)."""
     user: str | None = None
     response_format: ResponseFormat = "url"
     images: list[ImageSource] = Field(default_factory=list)
@@ -106,6 +109,24 @@ class Call:
     n: int
     images: tuple[InputImage, ...] = ()
     mask: InputImage | None = None
+    on_partial: PartialSink | None = None
+    """Set only when the caller streams: an adapter that can show work in progress hands each
+    intermediate image here as it arrives (at most ``job.partial_images`` of them per image)."""
+
+
+@dataclass(frozen=True)
+class Partial:
+    """An intermediate image of a streamed call: encoded bytes or base64 passed through."""
+
+    data: bytes | None = None
+    b64: str | None = None
+    mime: str = "image/png"
+    width: int | None = None
+    height: int | None = None
+
+
+PartialSink = Callable[[Partial], None]
+"""Receives partial images; called on the event loop, must not block."""
 
 
 class Usage(BaseModel):

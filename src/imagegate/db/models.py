@@ -200,3 +200,39 @@ class WebhookEndpoint(Base):
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
     paused_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class ChannelRow(Base):
+    """A channel made at runtime (admin API, ``imagegate channels add``): the fields of a YAML
+    channel, its API key encrypted with the secret key (``channelstore.Sealer``)."""
+
+    __tablename__ = "channels"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The channel's fields but ``name`` and ``api_key``."""
+    api_key_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class PriceRow(Base):
+    """A model's price set at runtime; it overrides the ``prices:`` of the configuration."""
+
+    __tablename__ = "prices"
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    price: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class AuditEntry(Base):
+    """One operator action: who (an admin token's fingerprint, or ``cli:user@host``), what, on
+    which object, when, and the change (secrets left out)."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    object: Mapped[str] = mapped_column(String(300))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +27,10 @@ import numpy.typing as npt
 import onnxruntime as ort
 from PIL import Image
 
+from imagegate import metrics
+
 from . import vocab
-from .sampler import F32, I64, Row, from_uint8, sample, to_uint8
+from .sampler import F32, I64, Preview, Row, from_uint8, preview_steps, sample, to_uint8
 
 U8 = npt.NDArray[np.uint8]
 
@@ -61,6 +64,10 @@ class LocalRequest:
     mask: npt.NDArray[np.bool_] | None = None  # HxW, True = repaint; requires init_image
     guidance: float | None = None  # None -> engine default
     steps: int | None = None
+    partials: int = 0  # intermediate images to report through on_partial (streaming callers)
+    on_partial: Callable[[int, list[U8]], None] | None = None
+    """``(index, images)``: the running estimate of the ``n`` images, called ``partials`` times (the
+    last time with the final images) from a worker thread. Such a request is sampled on its own."""
 
 
 @dataclass
@@ -275,18 +282,19 @@ class ShapesEngine:
         out = self._session.run(None, {"x": x, "t": t, "tokens": tokens})[0]
         return np.asarray(out, np.float32)
 
-    def _run_rows(self, rows: list[Row], steps: int) -> list[U8]:
+    def _run_rows(self, rows: list[Row], steps: int, preview: Preview | None = None, partials: int = 0) -> list[U8]:
         if not rows:
             return []
         if steps == 0 or all(r.t_start == 0.0 for r in rows):
             # strength 0: nothing to sample, return the (resized) init image.
             x = np.stack([r.init if r.init is not None else r.noise for r in rows])
         else:
-            x = sample(rows, steps, self._denoise)
+            x = sample(rows, steps, self._denoise, preview=preview, preview_at=preview_steps(steps, partials))
         with self._lock:
             self.stats.sampler_runs += 1
             self.stats.images += len(rows)
             self.stats.batch_rows.append(self._model_rows(rows))
+        metrics.batch(self._model_rows(rows))
         return list(to_uint8(x))
 
     def _chunks(self, rows: list[Row]) -> list[list[Row]]:
@@ -318,6 +326,8 @@ class ShapesEngine:
         """Generate ``req.n`` native-size images without blocking the event loop."""
         rows, steps = self._rows(req)
         loop = asyncio.get_running_loop()
+        if req.on_partial is not None and req.partials > 0:
+            return await loop.run_in_executor(self._executor, self._run_previewed, rows, steps, req)
         if not self.batching:
             images: list[U8] = []
             for chunk in self._chunks(rows):
@@ -331,6 +341,17 @@ class ShapesEngine:
         elif self._flush_handle is None:
             self._flush_handle = loop.call_later(self.batch_window_s, self._flush)
         return await fut
+
+    def _run_previewed(self, rows: list[Row], steps: int, req: LocalRequest) -> list[U8]:
+        """All of one request's rows in one run, reporting ``req.partials`` intermediate images."""
+        assert req.on_partial is not None
+        report = req.on_partial
+        order = sorted(preview_steps(steps, req.partials))
+
+        def preview(step: int, x0: F32) -> None:
+            report(order.index(step), list(to_uint8(x0)))
+
+        return self._run_rows(rows, steps, preview, req.partials)
 
     def _flush(self) -> None:
         if self._flush_handle is not None:

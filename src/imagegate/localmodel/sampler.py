@@ -12,6 +12,10 @@ Maths (x_t = (1 - t) x_0 + t n, model predicts v = n - x_0):
   (1 - t) x_init + t n with the *same* noise n (RePaint-style). Using the row's
   own noise keeps the known region on the exact straight path the model
   expects, and at t=0 it equals x_init exactly.
+
+``preview`` (optional) sees the model's running estimate of the finished images after chosen
+steps: the x0 prediction x_t - t v (known regions pasted in), and after the last step the result
+itself — the intermediate images a streaming caller is shown.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import numpy.typing as npt
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 Denoiser = Callable[[F32, F32, I64], F32]
+Preview = Callable[[int, F32], None]
+"""``(step, x0)``: called after ``step`` (0-based) with the x0 prediction of every row."""
 
 
 @dataclass(frozen=True)
@@ -46,8 +52,10 @@ def start_state(row: Row) -> F32:
     return ((1 - t) * row.init + t * row.noise).astype(np.float32)
 
 
-def sample(rows: Sequence[Row], steps: int, model: Denoiser) -> F32:
-    """Run ``steps`` Euler steps for all rows; one ``model`` call per step.
+def sample(rows: Sequence[Row], steps: int, model: Denoiser, *, preview: Preview | None = None,
+           preview_at: frozenset[int] = frozenset()) -> F32:
+    """Run ``steps`` Euler steps for all rows; one ``model`` call per step; ``preview`` is called
+    after each step in ``preview_at``.
 
     Returns images in [-1, 1], shape (len(rows), 3, S, S). Rows with guidance != 1
     get an extra unconditional row (all-``<none>`` tokens) in the same call.
@@ -80,7 +88,24 @@ def sample(rows: Sequence[Row], steps: int, model: Denoiser) -> F32:
                 tn = t_next[i]
                 ref = (1 - tn) * r.init + tn * r.noise
                 x[i] = r.known * ref + (1 - r.known) * x[i]
+        if preview is not None and k in preview_at:
+            preview(k, x.copy() if k == steps - 1 else _x0(rows, x, t_next, v))
     return x
+
+
+def _x0(rows: Sequence[Row], x: F32, t: F32, v: F32) -> F32:
+    """The model's estimate of the finished images at time ``t``: x_t - t v, known pixels kept."""
+    x0 = (x - t[:, None, None, None] * v).astype(np.float32)
+    for i, r in enumerate(rows):
+        if r.known is not None and r.init is not None:
+            x0[i] = r.known * r.init + (1 - r.known) * x0[i]
+    return x0
+
+
+def preview_steps(steps: int, count: int) -> frozenset[int]:
+    """``count`` steps spread evenly over ``steps``, the last step always among them."""
+    count = min(count, steps)
+    return frozenset(round((i + 1) * steps / count) - 1 for i in range(count)) if count > 0 else frozenset()
 
 
 def to_uint8(x: F32) -> npt.NDArray[np.uint8]:

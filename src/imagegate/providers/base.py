@@ -10,7 +10,9 @@ outside ``providers/`` ever reads an upstream body.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -21,6 +23,7 @@ import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from imagegate import logs
 from imagegate.config import ChannelConfig, ConfigError
 from imagegate.core import errors
 from imagegate.core.job import Call, ImageJob, Pending, ProviderResult
@@ -41,6 +44,8 @@ class Reply:
     status: int
     body: bytes
     content_type: str
+    retry_after: str | None = None
+    """The upstream's ``Retry-After`` header, if any."""
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -117,7 +122,8 @@ class Adapter(ABC):
             log.error("%s rejected our credentials (%s): %s", where, reply.status, message)
             return errors.UpstreamAuthFailed(f"The upstream for this model is misconfigured ({where}).")
         if reply.status == 429:
-            return errors.UpstreamRateLimited(f"The upstream is rate limiting ({where}): {message}")
+            return errors.UpstreamRateLimited(f"The upstream is rate limiting ({where}): {message}",
+                                              retry_after=retry_after_seconds(reply.retry_after))
         if reply.status >= 500:
             return errors.UpstreamUnavailable(f"The upstream failed with {reply.status} ({where}): {message}")
         return errors.UpstreamRejected(f"The upstream refused the request: {message}")
@@ -133,7 +139,9 @@ class Adapter(ABC):
             method, url, data=body, headers=hdrs, proxy=self.channel.proxy,
             timeout=aiohttp.ClientTimeout(total=timeout or self.channel.timeout),
         ) as resp:
-            reply = Reply(resp.status, await resp.read(), resp.headers.get("Content-Type", ""))
+            reply = Reply(resp.status, await resp.read(), resp.headers.get("Content-Type", ""),
+                          resp.headers.get("Retry-After") if resp.status == 429 else None)
+            logs.upstream_id(resp.headers.get("x-request-id") or resp.headers.get("request-id"))
         if reply.status >= 400:
             raise self.error_for(reply)
         return reply
@@ -148,7 +156,23 @@ class Adapter(ABC):
             ) from exc
 
     def pending(self, handle: dict[str, Any], progress: int = 20) -> Pending:
+        logs.annotate(upstream_id=handle.get("id"))  # the request's log line names the upstream's job
         return Pending(handle=handle, poll_after=self.channel.poll_interval, progress=progress)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header (seconds, or an HTTP date) as seconds from now, capped at an hour."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), 3600.0) if seconds == seconds else None
 
 
 @asynccontextmanager

@@ -6,12 +6,15 @@ centre-cropped, never squashed). Edits: one reference image is image-to-image wi
 with a mask it is true inpainting — the transparent pixels of the mask are repainted and every
 other pixel of the first image is kept bit for bit. Inference runs in the engine's small thread
 pool with bounded concurrency, and calls that arrive together are batched into one ONNX run.
+A caller who streams with ``partial_images`` is shown the sampler's running estimate of the
+images (real intermediate denoising steps, each encoded like the result; the last is the result).
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from imagegate.core.errors import UpstreamUnavailable
 from imagegate.core.geometry import dims_for_ratio, parse_ratio, parse_size
-from imagegate.core.job import Call, InputImage, OutputImage, ProviderResult
+from imagegate.core.job import Call, InputImage, OutputImage, Partial, ProviderResult
 from imagegate.providers.base import Adapter
 
 _MAX_SIDE = 2048  # the catalog's max_side for imagegate-shapes
@@ -79,14 +82,31 @@ class LocalAdapter(Adapter):
                                              call.mask, (width, height))
         # Public seeds are int32 (negative ones from Gemini clients): taken as unsigned 32-bit.
         seed = None if call.job.seed is None else call.job.seed & 0xFFFFFFFF
-        req = LocalRequest(prompt=call.job.prompt, n=call.n, seed=seed, init_image=init,
-                           strength=call.job.strength, mask=mask)
-        generated = await self.engine.generate(req)
         fmt = call.job.output_format or "png"
+        partials, on_partial = 0, None
+        if call.on_partial is not None and call.job.partial_images:
+            partials, on_partial = call.job.partial_images, _reporter(call, init, mask, (width, height), fmt)
+        req = LocalRequest(prompt=call.job.prompt, n=call.n, seed=seed, init_image=init,
+                           strength=call.job.strength, mask=mask, partials=partials, on_partial=on_partial)
+        generated = await self.engine.generate(req)
         encoded = await asyncio.to_thread(_finish, generated, init, mask, (width, height), fmt)
         revised = self.engine.understood(call.job.prompt)
         return ProviderResult(images=[OutputImage(data=d, mime=f"image/{fmt}", revised_prompt=revised)
                                       for d in encoded])
+
+
+def _reporter(call: Call, init: np.ndarray | None, mask: np.ndarray | None, size: tuple[int, int],
+              fmt: str) -> Callable[[int, list[np.ndarray]], None]:
+    """The engine's partial-image callback (a worker thread): encode there, hand over on the loop."""
+    assert call.on_partial is not None
+    sink, loop = call.on_partial, asyncio.get_running_loop()
+    mime = f"image/{fmt}"
+
+    def report(_index: int, images: list[np.ndarray]) -> None:
+        for data in _finish(images, init, mask, size, fmt):
+            loop.call_soon_threadsafe(sink, Partial(data=data, mime=mime, width=size[0], height=size[1]))
+
+    return report
 
 
 def _decode_inputs(image: InputImage | None, mask: InputImage | None,

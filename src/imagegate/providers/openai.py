@@ -16,26 +16,40 @@ keeps only the translation:
   honoured by the gateway, whatever the upstream returned;
 - a generation with reference images goes to ``/images/edits`` (where GPT image models take
   them; the generations endpoint has no field for them), as multipart with repeated ``image[]``
-  parts (``wire.image_field``: dall-e-2 takes one ``image``).
+  parts (``wire.image_field``: dall-e-2 takes one ``image``);
+- a caller who streams, on a model that takes ``partial_images`` (its catalog ``params``), makes
+  the upstream stream too (``stream: true``): each partial image is handed on as it arrives
+  (``Call.on_partial``), the completed events are the result. A failure once a partial image has
+  been passed on is not retried on another channel (the caller has seen this one's work).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import aiohttp
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from imagegate.core.errors import ContentRefused, InvalidRequest, UpstreamError
+from imagegate.core.errors import ContentRefused, InvalidRequest, UpstreamBadResponse, UpstreamError
 from imagegate.core.geometry import format_size, nearest_size, parse_ratio, parse_size
-from imagegate.core.job import Call, ImageJob, ProviderResult
+from imagegate.core.job import Call, ImageJob, OutputImage, Partial, ProviderResult, Usage
 from imagegate.core.spec import ModelSpec
-from imagegate.providers.base import Adapter, Reply
-from imagegate.wire.openai_images import ErrorBody, ImagesRequest, ImagesResponse, decoded_images, images_of
+from imagegate.providers.base import Adapter, Reply, upstream_errors
+from imagegate.wire.openai_images import (
+    ErrorBody,
+    ImagesRequest,
+    ImagesResponse,
+    ImageStreamEvent,
+    decoded_images,
+    images_of,
+    sse_events,
+)
 
 _RATIO_AREA = 1024 * 1024
 """An aspect ratio alone, on a model with free sizes, is drawn at about the standard sizes' area."""
-_TRANSLATED = frozenset({"size", "aspect_ratio", "quality"})
+_TRANSLATED = frozenset({"size", "aspect_ratio", "quality", "partial_images"})
 """Public parameters this adapter translates; the model's other ``params`` are sent as given."""
 # Safety refusals: ``moderation_blocked`` (GPT image models) and ``content_policy_violation``
 # (DALL·E), both answered as 400 (observed in issue logs; see providers.md §1).
@@ -132,6 +146,8 @@ class OpenAIAdapter(Adapter):
     async def submit(self, call: Call) -> ProviderResult:
         headers = {"Authorization": f"Bearer {self.channel.api_key or ''}"}
         fields = self.build_request(call).body()
+        if call.on_partial is not None and "partial_images" in call.spec.params:
+            return await self._stream(call, fields, headers)
         if self._edits(call):
             form = self._multipart(call, fields, self.wire(call.spec).image_field)
             reply = await self.send("POST", f"{self.base_url}/images/edits", data=form, headers=headers)
@@ -146,6 +162,74 @@ class OpenAIAdapter(Adapter):
         mime = f"image/{call.job.output_format or 'png'}".replace("jpg", "jpeg")
         return images_of(self.parse(ImagesResponse, reply), mime=mime)
 
+    async def _stream(self, call: Call, fields: dict[str, Any], headers: dict[str, str]) -> ProviderResult:
+        """The upstream's Server-Sent Events: partial images handed on, completed images kept."""
+        assert call.on_partial is not None
+        fields = {**fields, "stream": True, "partial_images": call.job.partial_images or 0}
+        body: aiohttp.FormData | bytes
+        if self._edits(call):
+            url, body = f"{self.base_url}/images/edits", self._multipart(call, fields, self.wire(call.spec).image_field)
+        else:
+            url, body = f"{self.base_url}/images/generations", orjson.dumps(fields)
+        images: list[OutputImage] = []
+        usage: Usage | None = None
+        passed_on = False
+        try:
+            async for event in self._events(url, body, headers):
+                if event.error is not None:
+                    if event.error.code in _REFUSAL_CODES:
+                        raise ContentRefused(f"The upstream's safety system refused the request: "
+                                             f"{event.error.message}", reason="SAFETY")
+                    raise UpstreamBadResponse(f"The upstream ({self.provider}) failed while streaming: "
+                                              f"{event.error.message}")
+                mime = f"image/{event.output_format or call.job.output_format or 'png'}".replace("jpg", "jpeg")
+                if event.partial and event.b64_json:
+                    wh = parse_size(event.size)
+                    call.on_partial(Partial(b64=event.b64_json, mime=mime, width=wh[0] if wh else None,
+                                            height=wh[1] if wh else None))
+                    passed_on = True
+                elif event.completed and (event.b64_json or event.url):
+                    images.append(OutputImage(b64=event.b64_json, url=None if event.b64_json else event.url,
+                                              mime=mime))
+                    if event.usage is not None:
+                        usage = event.usage if usage is None else usage + event.usage
+        except UpstreamError as exc:
+            if passed_on and exc.retryable:
+                raise UpstreamBadResponse(f"The upstream's stream broke off: {exc.message}") from exc
+            raise
+        if not images:
+            raise UpstreamBadResponse(f"The upstream ({self.provider}) ended its stream without an image.")
+        return ProviderResult(images=images, usage=usage)
+
+    async def _events(self, url: str, body: aiohttp.FormData | bytes,
+                      headers: dict[str, str]) -> AsyncIterator[ImageStreamEvent]:
+        hdrs = {**headers, "Accept": "text/event-stream"}
+        if isinstance(body, bytes):
+            hdrs["Content-Type"] = "application/json"
+        async with upstream_errors(self.provider), self.http.post(
+                url, data=body, headers=hdrs, proxy=self.channel.proxy,
+                timeout=aiohttp.ClientTimeout(total=self.channel.timeout)) as resp:
+            if resp.status >= 400 or "text/event-stream" not in resp.headers.get("Content-Type", ""):
+                reply = Reply(resp.status, await resp.read(), resp.headers.get("Content-Type", ""))
+                if reply.status >= 400:
+                    raise self.error_for(reply)
+                # A compatible upstream that ignored ``stream``: its ordinary answer.
+                for datum in self.parse(ImagesResponse, reply).data:
+                    yield ImageStreamEvent(type="image_generation.completed", b64_json=datum.b64_json,
+                                           url=datum.url, output_format=None)
+                return
+            buffer = bytearray()
+            async for chunk in resp.content.iter_any():
+                buffer += chunk.replace(b"\r", b"")
+                for data in sse_events(buffer):
+                    if data.strip() == b"[DONE]":
+                        return
+                    try:
+                        yield ImageStreamEvent.model_validate_json(data)
+                    except ValueError as exc:
+                        raise UpstreamBadResponse(f"The upstream ({self.provider}) streamed an event imagegate "
+                                                  "cannot read.") from exc
+
     @staticmethod
     def _multipart(call: Call, fields: dict[str, Any], image_field: str) -> aiohttp.FormData:
         form = aiohttp.FormData()
@@ -156,5 +240,5 @@ class OpenAIAdapter(Adapter):
         if call.mask is not None:
             form.add_field("mask", call.mask.data, filename="mask.png", content_type="image/png")
         for key, value in fields.items():
-            form.add_field(key, str(value))
+            form.add_field(key, str(value).lower() if isinstance(value, bool) else str(value))
         return form

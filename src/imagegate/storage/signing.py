@@ -27,6 +27,10 @@ class UrlSigner:
         names no account, and only this gateway can mark one)."""
         return hmac.new(self._secret, f"owner\n{account_id}".encode(), hashlib.sha256).hexdigest()[:16]
 
+    def derive(self, purpose: str) -> bytes:
+        """A 32-byte key for another use of the gateway's secret (the console's session cookie)."""
+        return hmac.new(self._secret, f"derive\n{purpose}".encode(), hashlib.sha256).digest()
+
     def matches(self, key: str, expires: int, sig: str) -> bool:
         """The signature is genuine for this key and expiry time (expired or not)."""
         if not sig.isascii():

@@ -92,6 +92,15 @@ class TaskQueue:
             )
             return bool(done.rowcount == 1)  # type: ignore[attr-defined]
 
+    async def save_state(self, task_id: str, owner: str, state: dict[str, Any]) -> bool:
+        """Record a running step's state now (its latest partial image); the step keeps its lease."""
+        async with self.sessions.begin() as s:
+            done = await s.execute(
+                update(Task).where(Task.id == task_id, Task.lease_owner == owner, Task.status.in_(TASK_ACTIVE))
+                .values(state=state)
+            )
+            return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+
     @staticmethod
     async def finish(session: AsyncSession, task_id: str, owner: str, *, status: str,
                      result: dict[str, Any] | None, fail_reason: str, state: dict[str, Any],

@@ -21,6 +21,7 @@ from imagegate.core.errors import InvalidRequest
 from imagegate.core.job import ImageJob, ImageSource
 from imagegate.db.models import Task
 from imagegate.db.status import QUEUED
+from imagegate.events import TASKS, Events
 from imagegate.gateway import Gateway
 
 MAX_WEBHOOK_URL = 2048
@@ -30,13 +31,17 @@ UPLOAD_PREFIX = "task-in"
 
 class TaskService:
     """Accepts async jobs (``state.tasks``). ``wakeup`` is set on every submission so this
-    process's workers start at once instead of at their next database poll."""
+    process's workers start at once instead of at their next database poll; with Redis
+    (``events``) the submission is announced too, and a submission on any replica sets it."""
 
-    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], gateway: Gateway) -> None:
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], gateway: Gateway,
+                 events: Events) -> None:
         self.settings = settings
         self.sessions = sessions
         self.gateway = gateway
         self.wakeup = asyncio.Event()
+        self.events = events
+        events.on(TASKS, self.wakeup.set)
 
     async def submit(self, job: ImageJob, principal: Principal, *, webhook: str | None) -> str:
         """Validate and persist ``job``; return its 32-hex task id."""
@@ -69,6 +74,7 @@ class TaskService:
             await self._drop_uploads(stored)
             raise
         self.wakeup.set()
+        self.events.notify(TASKS)  # other replicas' idle workers (a scheduled publish, no wait)
         return task_id
 
     def _check_webhook(self, webhook: str | None) -> str | None:

@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks import Webhook
 
-from imagegate import __version__
+from imagegate import __version__, logs, metrics
 from imagegate.config import TasksConfig
 from imagegate.core.errors import InvalidRequest
 from imagegate.db.models import ApiKey, Task, WebhookDelivery, WebhookEndpoint
@@ -52,8 +52,12 @@ from imagegate.net import SafeClient
 from imagegate.tasks.queue import skip_locked
 
 log = logging.getLogger("imagegate.webhooks")
+attempt_log = logs.get("imagegate.webhooks")
 
 IN_FLIGHT = 32
+LEASE_MARGIN = 5.0
+"""Seconds a claimed delivery's lease outlives its attempt (bounded by ``webhook_timeout``): a
+process that dies mid-attempt delays that webhook by no more than timeout + margin."""
 MAX_DELAY = 24 * 3600.0
 
 
@@ -144,7 +148,7 @@ class WebhookSender:
                                    or_(d.lease_until.is_(None), d.lease_until < now), d.url.not_in(paused))
                 .order_by(d.next_attempt_at).limit(k), s)
             stmt = (update(d).where(d.id.in_(pick.scalar_subquery()))
-                    .values(lease_until=now + self.cfg.webhook_timeout + 30).returning(d)
+                    .values(lease_until=now + self.cfg.webhook_timeout + LEASE_MARGIN).returning(d)
                     .execution_options(synchronize_session=False))
             return list((await s.execute(stmt)).scalars())
 
@@ -196,6 +200,9 @@ class WebhookSender:
                 await self._endpoint_health(d.url, ok, error)
             except IntegrityError:  # two first failures of a new URL at once: count again
                 await self._endpoint_health(d.url, ok, error)
+        metrics.webhook("retry" if outcome == PENDING else outcome)
+        attempt_log.info("webhook attempt", task_id=d.task_id, webhook_id=d.id, attempt=attempts, status=status,
+                         outcome="retry" if outcome == PENDING else outcome, error=error or None)
         if outcome == PENDING:
             asyncio.get_running_loop().call_later(next_at - now, self.wake.set)
 

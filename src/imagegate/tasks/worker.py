@@ -4,8 +4,9 @@ Per gateway process one ``TaskRunner`` runs:
 
 - a dispatcher that claims up to ``tasks.workers`` tasks at a time (one statement) and runs one
   step of each concurrently. It wakes at once on a submission in this process
-  (``TaskService.wakeup``), when a step it released becomes due (a timer), when a slot frees,
-  and otherwise polls the database every ``tasks.poll_seconds`` for work other processes queued;
+  (``TaskService.wakeup``) or, with Redis, in any replica (``events.TASKS``), when a step it
+  released becomes due (a timer), when a slot frees, and otherwise polls the database every
+  ``tasks.poll_seconds`` for work other processes queued (the fallback when Redis is down);
 - a keeper per running step that renews its lease, and cancels the step if the lease was lost;
 - maintenance: the reaper (expired leases back to the queue) and the retention cleanup;
 - the webhook sender (``tasks/webhooks.py``).
@@ -20,6 +21,7 @@ without being settled, never a webhook for an unfinished task.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -30,11 +32,12 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from imagegate import logs
 from imagegate.accounts import Principal
 from imagegate.config import TasksConfig
 from imagegate.core import errors
 from imagegate.core.errors import ImagegateError
-from imagegate.core.job import ImageJob
+from imagegate.core.job import ImageJob, Partial, PartialSink
 from imagegate.db.models import Task, WebhookDelivery
 from imagegate.db.status import FAILURE, PENDING, SUCCESS
 from imagegate.gateway import Gateway, JobState, Outcome
@@ -45,6 +48,7 @@ from imagegate.tasks.service import UPLOAD_PREFIX, TaskService
 from imagegate.tasks.webhooks import WebhookSender
 
 log = logging.getLogger("imagegate.tasks")
+lifecycle = logs.get("imagegate.tasks")
 
 SUBMITTED_PROGRESS = 25
 POLLING_CEILING = 90
@@ -67,6 +71,7 @@ class TaskRunner:
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.wake = service.wakeup
         self.webhooks = webhooks
+        self._saving: set[asyncio.Task[None]] = set()  # partial images being stored
         self.running: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
 
@@ -114,7 +119,20 @@ class TaskRunner:
         self.wake.set()  # a slot is free
 
     def _wake_at(self, when: float) -> None:
-        asyncio.get_running_loop().call_later(max(0.0, when - time.time()), self.wake.set)
+        """Wake the dispatcher once the wall clock (which ``run_after`` and the claim use) reaches
+        ``when``. The timer runs on the loop's monotonic clock; where the two drift apart (a
+        slewed or virtualised wall clock) it may fire early, and a claim then would find nothing
+        due and sleep a whole ``poll_seconds``: so it re-arms until ``when`` has really passed."""
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            left = when - time.time()
+            if left > 0:
+                loop.call_later(left + 0.001, fire)
+            else:
+                self.wake.set()
+
+        loop.call_later(max(0.0, when - time.time()), fire)
 
     # ---- one step of one task ----------------------------------------------------------------
 
@@ -151,6 +169,7 @@ class TaskRunner:
         job = ImageJob.model_validate(task.request)
         jstate = JobState.model_validate(task.state or {})
         jstate.owner = task.account_id
+        lifecycle.debug("task step", task_id=task.id, attempt=task.attempts, channel=jstate.channel or "")
         if time.time() >= task.deadline_at:
             await self._fail(task, job, jstate, errors.UpstreamTimeout(
                 f"The task did not finish within its deadline of {int(task.deadline_at - task.submit_time)} s."))
@@ -164,7 +183,8 @@ class TaskRunner:
         try:
             wait = await self.gateway.step(
                 job, jstate, routes, lambda: self.gateway.resolve_inputs(job, account=task.account_id),
-                persist=True, deadline_at=task.deadline_at)
+                persist=True, deadline_at=task.deadline_at,
+                on_partial=self._partials(task, jstate) if job.partial_images else None)
             if wait is None:
                 outcome = self.gateway.outcome(job, jstate, routes)
         except ImagegateError as exc:
@@ -179,6 +199,25 @@ class TaskRunner:
             await self._release(task, jstate, wait, first, routes)
             return
         await self._succeed(task, job, jstate, outcome)
+
+    def _partials(self, task: Task, jstate: JobState) -> PartialSink:
+        """A step's partial images: each stored as a blob and recorded in the task's state at once
+        (in order), so ``GET /v1/images/tasks/{id}`` shows the latest while the task runs."""
+        lock = asyncio.Lock()
+        mark = self.gateway.signer.owner_tag(task.account_id)
+
+        async def keep(partial: Partial) -> None:
+            data = partial.data if partial.data is not None else base64.b64decode(partial.b64 or "")
+            async with lock:
+                jstate.partial = await self.gateway.store.put(data, content_type=partial.mime, owner=mark)
+                await self.queue.save_state(task.id, self.owner, jstate.model_dump(mode="json"))
+
+        def sink(partial: Partial) -> None:
+            saving = asyncio.ensure_future(keep(partial))
+            self._saving.add(saving)
+            saving.add_done_callback(self._saving.discard)
+
+        return sink
 
     async def _release(self, task: Task, jstate: JobState, wait: float, first: bool, routes: list[Route]) -> None:
         if first:
@@ -231,6 +270,9 @@ class TaskRunner:
         self.gateway.usage_log.record(task.id, who, job, channel=jstate.channel or "", status=code,
                                     images=delivered, cost=result.cost if result else 0,
                                     started=time.monotonic() - (now - task.submit_time))
+        lifecycle.info("task finished", task_id=task.id, status=status, code=code, model=job.model,
+                       channel=jstate.channel or "", images=delivered, cost=result.cost if result else 0,
+                       seconds=round(now - task.submit_time, 3), attempts=task.attempts)
 
     # ---- maintenance -------------------------------------------------------------------------
 

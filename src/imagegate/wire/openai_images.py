@@ -106,6 +106,51 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class ImageStreamEvent(BaseModel):
+    """One Server-Sent Event of a streamed generation or edit (``stream: true``): OpenAI's
+    ``ImageGenPartialImageEvent`` / ``ImageGenCompletedEvent`` (``image_generation.*``) and their
+    ``image_edit.*`` twins — ``b64_json``, ``partial_image_index``, ``size``, ``quality``,
+    ``background``, ``output_format``, ``created_at``; ``usage`` on the completed ones (per image).
+    A failure after the stream started is an event with an ``error`` object. This gateway's own
+    stream adds ``url`` to a completed event when the caller asked for ``response_format: url``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = ""
+    b64_json: str | None = None
+    url: str | None = None
+    partial_image_index: int | None = None
+    size: str | None = None
+    quality: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    created_at: int | None = None
+    usage: Usage | None = None
+    error: ErrorDetail | None = None
+
+    @property
+    def partial(self) -> bool:
+        return self.type.endswith(".partial_image")
+
+    @property
+    def completed(self) -> bool:
+        return self.type.endswith(".completed")
+
+
+def sse_events(buffer: bytearray) -> list[bytes]:
+    """Take the complete events out of ``buffer`` (bytes read so far, ``\\r`` removed); each is
+    its ``data`` (several ``data:`` lines joined by newlines). Comments and other fields are skipped."""
+    out: list[bytes] = []
+    while (end := buffer.find(b"\n\n")) >= 0:
+        block = bytes(buffer[:end])
+        del buffer[:end + 2]
+        data = [line[5:].lstrip(b" ") if line.startswith(b"data:") else None for line in block.split(b"\n")]
+        lines = [d for d in data if d is not None]
+        if lines:
+            out.append(b"\n".join(lines))
+    return out
+
+
 def decoded_images(body: bytes) -> ProviderResult | None:
     """The fast path, for images that will be stored: an upstream's answer with each ``b64_json``
     decoded while the JSON is parsed; ``None`` when that fails (a ``data:`` URI, a malformed body),

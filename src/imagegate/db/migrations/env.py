@@ -7,6 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from imagegate.db.migrate import lock_for_migration
 from imagegate.db.models import Base
 from imagegate.db.session import make_engine
 
@@ -24,6 +25,7 @@ def _run(connection: Connection) -> None:
 async def _online() -> None:
     engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
     async with engine.connect() as conn:
+        await lock_for_migration(conn)  # replicas starting at once migrate one after the other
         await conn.run_sync(_run)
         await conn.commit()
     await engine.dispose()
