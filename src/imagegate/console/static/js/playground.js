@@ -131,7 +131,7 @@ export async function playground(view) {
     f.quality.hidden = !(c.qualities && c.qualities.length);
     n.max = c.max_n;
     f.seed.hidden = !c.params.includes('seed');
-    f.partials.hidden = !c.params.includes('partial_images') || form.elements.delivery.value !== 'stream';
+    f.partials.hidden = !c.params.includes('partial_images') || form.elements.delivery.value === 'sync';
     f.refs.hidden = !refsAllowed();
     submit.textContent = s.mode === 'edit' ? t('play.edit') : t('play.generate');
     prompt.maxLength = c.max_prompt_chars;
@@ -189,13 +189,13 @@ export async function playground(view) {
       const body = { ...p };
       if (refs.length) body.image = await Promise.all(refs.map((r) => r.src || readDataUrl(r.blob)));
       if (how === 'stream') body.stream = true;
-      if (how === 'stream' && !f.partials.hidden && partials.value !== '') body.partial_images = Number(partials.value);
+      if (how !== 'sync' && !f.partials.hidden && partials.value !== '') body.partial_images = Number(partials.value);
       return fetchApi(`v1/images/generations${query}`, { json: body });
     }
     const form = new FormData();
     for (const [k, v] of Object.entries(p)) form.append(k, String(v));
     if (how === 'stream') form.append('stream', 'true');
-    if (how === 'stream' && !f.partials.hidden && partials.value !== '') form.append('partial_images', partials.value);
+    if (how !== 'sync' && !f.partials.hidden && partials.value !== '') form.append('partial_images', partials.value);
     if (s.edit) form.append('image[]', s.edit, 'image.png');
     for (const r of refs) form.append('image[]', r.blob || await blobOf(r.src), 'reference.png');
     const mask = f.mask.hidden ? null : await painter.mask();
@@ -305,14 +305,24 @@ export async function playground(view) {
 
   async function watch(taskId, meta) {
     progress.hidden = false;
-    for (;;) {
-      const task = (await api(`v1/images/tasks/${taskId}`)).data.data;
-      progress.value = parseInt(task.progress, 10) || 0;
-      progress.textContent = task.progress;
-      status.textContent = t('play.task-status', { id: taskId.slice(0, 8), status: task.status, progress: task.progress });
-      if (task.status === 'SUCCESS') return task.data.data;
-      if (task.status === 'FAILURE') throw new Error(task.fail_reason || t('play.task-failed'));
-      await new Promise((r) => setTimeout(r, 600));
+    let partial = null;  // the task's latest partial image, while it runs (models that stream)
+    try {
+      for (;;) {
+        const task = (await api(`v1/images/tasks/${taskId}`)).data.data;
+        progress.value = parseInt(task.progress, 10) || 0;
+        progress.textContent = task.progress;
+        status.textContent = t('play.task-status', { id: taskId.slice(0, 8), status: task.status, progress: task.progress });
+        if (task.status === 'SUCCESS') return task.data.data;
+        if (task.status === 'FAILURE') throw new Error(task.fail_reason || t('play.task-failed'));
+        const preview = task.data && task.data.partial_image_url;
+        if (preview) {
+          if (!partial) { partial = h('img', { alt: t('play.partial-alt'), class: 'partial' }); gallery.prepend(partial); }
+          partial.src = preview;
+        }
+        await new Promise((r) => setTimeout(r, 600));
+      }
+    } finally {
+      partial?.remove();
     }
   }
 
