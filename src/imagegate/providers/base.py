@@ -21,7 +21,7 @@ from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from imagegate import logs
 from imagegate.config import ChannelConfig, ConfigError
@@ -37,6 +37,18 @@ class NoOptions(BaseModel):
     """A provider without channel options: any ``options:`` key is a configuration error."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class Dims(BaseModel):
+    """``wire.dims`` of a free-size FLUX entry (BFL ``width``/``height``, fal ``image_size``):
+    a request is kept in shape and scaled into these limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    multiple: int = Field(default=32, ge=1)
+    min_side: int = Field(default=256, ge=1)
+    max_side: int | None = Field(default=1440, ge=1)
+    max_pixels: int | None = Field(default=None, ge=1)
 
 
 @dataclass(frozen=True)

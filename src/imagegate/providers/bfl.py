@@ -33,23 +33,12 @@ from imagegate.core.errors import InvalidRequest
 from imagegate.core.geometry import MAX_SIDE, fit_within, nearest_ratio, parse_size, requested_ratio
 from imagegate.core.job import Call, ImageJob, OutputImage, Pending, ProviderResult
 from imagegate.core.spec import ModelSpec
-from imagegate.providers.base import Adapter, Reply
+from imagegate.providers.base import Adapter, Dims, Reply
 
 log = logging.getLogger("imagegate.providers.bfl")
 
 _EXTRAS = ("safety_tolerance", "steps", "guidance", "raw")
 """``job.extra`` keys a model takes when its ``params`` name them, sent as they are."""
-
-
-class _Dims(BaseModel):
-    """``width``/``height`` limits (a request is kept in shape and scaled into them)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    multiple: int = Field(default=32, ge=1)
-    min_side: int = Field(default=256, ge=1)
-    max_side: int | None = Field(default=1440, ge=1)
-    max_pixels: int | None = Field(default=None, ge=1)
 
 
 class BflWire(BaseModel):
@@ -62,7 +51,7 @@ class BflWire(BaseModel):
     shape: Literal["aspect_ratio", "dims"] = "dims"
     """How the shape is sent: ``aspect_ratio`` (one of the entry's ``aspect_ratios``) or
     ``width``/``height`` within ``dims``."""
-    dims: _Dims = _Dims()
+    dims: Dims = Dims()
     image_field: str = "image_prompt"
     numbered: bool = False
     """Images past the first go in ``<image_field>_2``, ``_3`` … (Kontext, FLUX.2)."""

@@ -44,23 +44,12 @@ from imagegate.core.errors import InvalidRequest
 from imagegate.core.geometry import MAX_SIDE, dims_for_ratio, fit_within, nearest_ratio, parse_size, requested_ratio
 from imagegate.core.job import Call, ImageJob, InputImage, OutputImage, Pending, ProviderResult
 from imagegate.core.spec import ModelSpec
-from imagegate.providers.base import Adapter, Reply
+from imagegate.providers.base import Adapter, Dims, Reply
 
 # fal's named sizes (all about one megapixel), used when the caller's shape is one of them.
 _NAMED_SIZES = {"1:1": "square_hd", "4:3": "landscape_4_3", "16:9": "landscape_16_9",
                 "3:4": "portrait_4_3", "9:16": "portrait_16_9"}
 _ALIASES = {"jpg": "jpeg"}
-
-
-class _Dims(BaseModel):
-    """``image_size: {width, height}`` limits (a request is kept in shape and scaled into them)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    multiple: int = Field(default=32, ge=1)
-    min_side: int = Field(default=256, ge=1)
-    max_side: int | None = Field(default=1440, ge=1)
-    max_pixels: int | None = Field(default=None, ge=1)
 
 
 class FalWire(BaseModel):
@@ -70,7 +59,7 @@ class FalWire(BaseModel):
 
     shape: Literal["image_size", "aspect_ratio", "resolution_mode"] = "image_size"
     """The field that carries the output's shape."""
-    dims: _Dims = _Dims()
+    dims: Dims = Dims()
     num_images: bool = True
     """``num_images`` is sent (``n`` per call up to the entry's ``max_n``)."""
     text_app: str = Field(default="", pattern=r"^(/[\w.-]+)*$")
