@@ -73,6 +73,8 @@ class Principal:
     rpm: int | None
     unlimited: bool
     expires_at: float | None = None
+    owner: bool = False
+    """Manages its account's keys (``/v1/keys``)."""
 
     def require_model(self, model: str) -> None:
         if self.models is not None and model not in self.models:
@@ -85,6 +87,7 @@ class NewKey:
     account_id: str
     key: str
     webhook_secret: str
+    owner: bool = False
 
 
 async def create_account(session: AsyncSession, name: str, *, balance: int = 0,
@@ -97,15 +100,18 @@ async def create_account(session: AsyncSession, name: str, *, balance: int = 0,
 
 async def create_key(session: AsyncSession, *, name: str, models: list[str] | None = None,
                      account_id: str | None = None, rpm: int | None = None,
-                     expires_at: float | None = None) -> NewKey:
+                     expires_at: float | None = None, owner: bool | None = None) -> NewKey:
     """Create a key; without ``account_id`` it gets its own unlimited account. ``models``: the
-    public model names it may use (None: all); ``rpm``: requests per minute (None: no limit)."""
+    public model names it may use (None: all); ``rpm``: requests per minute (None: no limit);
+    ``owner``: manages its account's keys (default: only a key that gets a new account)."""
     if models is not None:
         models = sorted({m.strip() for m in models if m.strip()})
         if not models:
             raise ValueError("an allow-list of models needs at least one model (omit it to allow all)")
     if rpm is not None and rpm < 1:
         raise ValueError("rpm must be a positive number of requests per minute")
+    if owner is None:
+        owner = account_id is None
     if account_id is None:
         account_id = (await create_account(session, name, unlimited=True)).id
     elif await session.get(Account, account_id) is None:
@@ -113,9 +119,9 @@ async def create_key(session: AsyncSession, *, name: str, models: list[str] | No
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(id=new_id("key"), account_id=account_id, name=name, key_hash=hash_key(key),
                  prefix=key[:10], models=models, rpm=rpm, expires_at=expires_at,
-                 webhook_secret=new_webhook_secret(), created_at=time.time())
+                 webhook_secret=new_webhook_secret(), created_at=time.time(), owner=owner)
     session.add(row)
-    return NewKey(row.id, account_id, key, row.webhook_secret)
+    return NewKey(row.id, account_id, key, row.webhook_secret, owner)
 
 
 async def revoke_key(session: AsyncSession, key: ApiKey) -> None:
@@ -234,7 +240,7 @@ class KeyCache:
         if key.revoked_at is not None:
             return "This API key has been revoked."
         return Principal(key.id, key.account_id, frozenset(key.models) if key.models is not None else None,
-                         key.rpm, account.unlimited, key.expires_at)
+                         key.rpm, account.unlimited, key.expires_at, key.owner)
 
     def forget(self) -> None:
         self._cache.clear()

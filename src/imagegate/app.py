@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate import __version__, logs, metrics
-from imagegate.api import admin, chat, console, docs, errors, files, gemini, images, models, observe, tasks, usage
+from imagegate.api import admin, chat, console, docs, errors, files, gemini, images, keys, models, observe, tasks, usage
 from imagegate.api.idempotency import IdempotencyMiddleware
 from imagegate.api.observe import Drain, RequestEdge, metrics_server
 from imagegate.api.tasks import task_object
@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="One DALL·E-style API in front of many image-generation upstreams.")
     errors.install(app)
     docs.install(app)  # /docs and /redoc without a CDN; security and error shapes in /openapi.json
-    for module in (images, models, files, usage, tasks, chat, gemini):
+    for module in (images, models, files, usage, tasks, keys, chat, gemini):
         app.include_router(module.router)
     if settings.admin_token:  # no token, no admin API: /admin/ paths are plain 404s
         app.include_router(admin.router)

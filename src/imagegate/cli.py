@@ -163,14 +163,16 @@ async def keys_create(settings: Settings, args: argparse.Namespace) -> None:
     async with _transaction(settings) as session:
         try:
             new = await create_key(session, name=args.name, models=models, account_id=args.account, rpm=args.rpm,
-                                   expires_at=args.expires)
+                                   expires_at=args.expires, owner=args.owner)
         except (LookupError, ValueError) as exc:
             raise SystemExit(str(exc).strip("'\"")) from None
         await audit.record(session, audit.cli_actor(), "key.create", f"key:{new.id}",
-                           {"name": args.name, "account_id": new.account_id, "models": models, "rpm": args.rpm})
+                           {"name": args.name, "account_id": new.account_id, "models": models, "rpm": args.rpm,
+                            "owner": new.owner})
     print(f"key id: {new.id}")
     print(f"account: {new.account_id}")
     print(f"expires: {when(args.expires) if args.expires else 'never'}")
+    print(f"owner: {'yes (manages the account keys)' if new.owner else 'no'}")
     print(f"webhook secret: {new.webhook_secret}")
     print(new.key)
 
@@ -181,10 +183,10 @@ async def keys_list(session: AsyncSession, args: argparse.Namespace) -> None:
     rows = []
     for k in await list_keys(session):
         status = "revoked" if k.revoked_at else "expired" if k.expires_at and k.expires_at <= now else "active"
-        rows.append([k.id, k.prefix + "…", k.account_id, status, k.rpm or "-",
+        rows.append([k.id, k.prefix + "…", k.account_id, status, "yes" if k.owner else "no", k.rpm or "-",
                      when(k.expires_at) if k.expires_at else "never", k.name,
                      ",".join(k.models) if k.models is not None else "*"])
-    print_table(["id", "prefix", "account", "status", "rpm", "expires", "name", "models"], rows)
+    print_table(["id", "prefix", "account", "status", "owner", "rpm", "expires", "name", "models"], rows)
 
 
 @_with_db
@@ -223,6 +225,24 @@ async def webhooks_resume(settings: Settings, args: argparse.Namespace) -> None:
     finally:
         await engine.dispose()
     print(f"resumed {args.url}: {due} pending deliveries are sent now")
+
+
+async def webhooks_retry(settings: Settings, args: argparse.Namespace) -> None:
+    from imagegate.db.session import make_engine, make_sessionmaker
+    from imagegate.tasks.webhooks import retry_delivery
+
+    engine = make_engine(settings.database_url)
+    try:
+        sessions = make_sessionmaker(engine)
+        d = await retry_delivery(sessions, args.id)
+        async with sessions.begin() as session:
+            await audit.record(session, audit.cli_actor(), "webhook.retry", f"webhook_delivery:{d.id}",
+                               {"task_id": d.task_id, "url": d.url})
+    except (LookupError, ValueError) as exc:
+        raise SystemExit(f"imagegate: {str(exc).strip(chr(34) + chr(39))}") from None
+    finally:
+        await engine.dispose()
+    print(f"delivery {d.id} of task {d.task_id} is sent again now (attempt {d.attempts + 1})")
 
 
 async def migrate(settings: Settings, args: argparse.Namespace) -> None:
@@ -329,6 +349,9 @@ def parser() -> argparse.ArgumentParser:
     kc.add_argument("--account", help="account id (default: a new unlimited account)")
     kc.add_argument("--rpm", type=int, help="requests per minute limit")
     kc.add_argument("--expires", type=_expiry, help="expiry: a duration from now (30d, 12h) or an ISO date")
+    kc.add_argument("--owner", action=argparse.BooleanOptionalAction, default=None,
+                    help="the key manages its account's keys (/v1/keys, the console); "
+                         "default: only a key given a new account")
     kc.set_defaults(handler=keys_create)
     keys.add_parser("list", parents=[common], help="list keys").set_defaults(handler=keys_list)
     kr = keys.add_parser("revoke", parents=[common], help="revoke a key by its value or id")
@@ -342,6 +365,9 @@ def parser() -> argparse.ArgumentParser:
     wr = webhooks.add_parser("resume", parents=[common], help="resume a paused URL: its pending deliveries go now")
     wr.add_argument("url")
     wr.set_defaults(handler=webhooks_resume)
+    wt = webhooks.add_parser("retry", parents=[common], help="send one delivery (id: msg_…) again now")
+    wt.add_argument("id")
+    wt.set_defaults(handler=webhooks_retry)
 
     from imagegate.tasks.commands import add_commands as add_task_commands
 

@@ -22,8 +22,10 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 
 @pytest.fixture(scope="module")
 def gw(module_gateway_factory: StartGateway) -> GatewayProcess:
-    # imagegate-shapes priced, so money moves and the charts have something to count.
-    return module_gateway_factory({"local_model": True, "admin_token": ADMIN, "prices": {"imagegate-shapes": 0.01}})
+    # imagegate-shapes priced, so money moves and the charts have something to count; webhooks may
+    # go to loopback (a closed port there is a webhook that keeps failing).
+    return module_gateway_factory({"local_model": True, "admin_token": ADMIN, "prices": {"imagegate-shapes": 0.01},
+                                   "outbound_allowlist": ["127.0.0.1"]})
 
 
 @pytest.fixture(scope="module")

@@ -37,10 +37,16 @@ def main() -> None:
             acct = httpx.post(gw.url + "/admin/accounts", headers=admin,
                               json={"name": "studio", "balance": "20"}).json()
             key = httpx.post(gw.url + "/admin/keys", headers=admin,
-                             json={"name": "studio-key", "account_id": acct["id"]}).json()["key"]
+                             json={"name": "studio-key", "account_id": acct["id"], "owner": True}).json()["key"]
             client = OpenAI(base_url=gw.url + "/v1", api_key=key)
             for prompt in ("a yellow star on the left", "a small green square"):
                 client.images.generate(model="imagegate-shapes", prompt=prompt)
+            for prompt in ("a red circle at the top", "a blue triangle on the right"):  # two async tasks
+                httpx.post(gw.url + "/v1/images/generations", params={"async": "true"},
+                           headers={"Authorization": f"Bearer {key}"},
+                           json={"model": "imagegate-shapes", "prompt": prompt}, timeout=30)
+            httpx.post(gw.url + "/v1/keys", headers={"Authorization": f"Bearer {key}"},
+                       json={"name": "ci-bot", "models": ["imagegate-shapes"], "rpm": 30})
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
                 page = browser.new_page(viewport={"width": 1280, "height": 860}, locale="en-US")
@@ -66,6 +72,10 @@ def main() -> None:
                 save(page, "playground", full=True)
                 page.goto(gw.url + "/console/#/account")
                 page.locator("#chart-model").wait_for()
+                page.get_by_role("img", name="Task result image").nth(1).wait_for()
+                page.get_by_role("button", name="Details of").first.click()
+                page.get_by_role("region", name="Webhook deliveries").wait_for()
+                page.get_by_role("cell", name="ci-bot", exact=True).wait_for()
                 save(page, "account", full=True)
                 page.get_by_label("Language").select_option("zh")
                 page.get_by_role("heading", name="我的账户").wait_for()

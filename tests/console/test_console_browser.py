@@ -4,6 +4,7 @@ gateway process with the embedded model."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import httpx2 as httpx
@@ -212,3 +213,63 @@ def test_a_caller_cannot_open_operator_pages(gw: GatewayProcess, page: Any) -> N
     page.get_by_text("This page is for operators").wait_for()
     status = page.evaluate("fetch('/console/api/admin/accounts').then(r => r.status)")
     assert status == 403
+
+
+def test_an_owner_manages_the_accounts_keys_and_an_operator_retries_a_webhook(
+        gw: GatewayProcess, page: Any, browser: Any) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    account = httpx.post(gw.url + "/admin/accounts", headers=admin, json={"name": "gina", "balance": "5.00"}).json()
+    owner = httpx.post(gw.url + "/admin/keys", headers=admin,
+                       json={"name": "gina-owner", "account_id": account["id"], "owner": True}).json()["key"]
+    hook = "http://127.0.0.1:9/hook"  # nobody listens: the delivery keeps failing
+    r = httpx.post(gw.url + "/v1/images/generations", params={"async": "true", "webhook": hook}, timeout=30,
+                   headers={"Authorization": f"Bearer {owner}"}, json={"model": "imagegate-shapes", "prompt": PROMPT})
+    task_id = r.json()["task_id"]
+
+    def deliveries() -> list[dict[str, Any]]:
+        got = httpx.get(f"{gw.url}/v1/images/tasks/{task_id}/webhooks", headers={"Authorization": f"Bearer {owner}"})
+        return list(got.json()["data"])
+
+    sign_in(page, gw, owner)
+    page.get_by_role("link", name="My account").click()
+    row = page.get_by_role("row").filter(has_text=task_id[:12])
+    row.wait_for()
+    while not deliveries():  # the task finishes, then its delivery exists
+        page.wait_for_timeout(100)
+    page.reload()
+    row.get_by_role("img", name="Task result image").wait_for()
+    row.get_by_role("button", name=f"Details of {task_id[:8]}").click()
+    page.get_by_role("region", name="Webhook deliveries").get_by_role("cell", name=hook).wait_for()
+
+    # The owner's keys: create one (shown once), see it listed, revoke it; never itself.
+    page.get_by_label("Key name").fill("gina-ci")
+    page.get_by_label("Models").fill("imagegate-shapes")
+    page.get_by_role("button", name="Create key").click()
+    made = page.locator("#new-key").inner_text()
+    as_made = {"Authorization": f"Bearer {made}"}
+    assert [m["id"] for m in httpx.get(gw.url + "/v1/models", headers=as_made).json()["data"]] == ["imagegate-shapes"]
+    page.get_by_role("button", name="Revoke gina-ci").click()
+    page.get_by_role("row").filter(has_text="gina-ci").get_by_role("cell", name="revoked").wait_for()
+    assert httpx.get(gw.url + "/v1/models", headers=as_made).status_code == 401
+    assert page.get_by_role("button", name="Revoke gina-owner").count() == 0
+    assert page.evaluate(UNNAMED_CONTROLS) == []
+
+    # The operator inspects the task and sends its delivery again.
+    ops = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+    try:
+        op = ops.new_page()
+        op.set_default_timeout(20_000)
+        sign_in(op, gw, ADMIN)
+        op.get_by_role("link", name="Tasks", exact=True).click()
+        op.get_by_role("button", name=f"Inspect {task_id[:8]}").click()
+        (d,) = deliveries()
+        op.get_by_role("button", name=f"Retry delivery {d['id'][4:12]}").click()
+        op.get_by_text("The delivery is sent again now.").wait_for()
+    finally:
+        ops.close()
+    entries = httpx.get(gw.url + "/admin/audit", headers=admin).json()["data"]
+    assert any(e["action"] == "webhook.retry" and e["target"] == f"webhook_delivery:{d['id']}" for e in entries)
+    deadline = time.monotonic() + 10
+    while deliveries()[0]["attempts"] <= d["attempts"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert deliveries()[0]["attempts"] > d["attempts"]

@@ -145,8 +145,9 @@ def test_upstream_failure_ends_in_failure_with_a_reason_and_costs_nothing(
         gw: GatewayProcess, emu: OpenAIEmulator, receiver: WebhookReceiver) -> None:
     account = gw.account(balance=1_000_000)
     key = gw.key(account=account)
-    emu.fail(status=400, body={"error": {"message": "Your prompt was rejected: too many lighthouses.",
-                                         "type": "invalid_request_error", "param": "prompt", "code": None}})
+    # The refusal takes a second to come, so the task is still running when the balance is read.
+    emu.fail(status=400, delay=1.0, body={"error": {"message": "Your prompt was rejected: too many lighthouses.",
+                                                    "type": "invalid_request_error", "param": "prompt", "code": None}})
     task_id = submit(gw, key, {"model": "gpt-image-1", "prompt": "lighthouses"}, webhook=receiver.hook_url)
     assert balance(gw, account) == 1_000_000 - PRICE  # held while it runs
 
@@ -241,3 +242,41 @@ def test_operators_list_and_show_tasks(gw: GatewayProcess, key: str) -> None:
     shown = json.loads(gw.cli("tasks", "show", task_id))
     assert shown["id"] == task_id and shown["status"] == "SUCCESS" and shown["model"] == "gpt-image-1"
     assert shown["result"]["delivered"][0]["blob"].startswith("img/")
+
+
+def test_a_caller_lists_its_accounts_tasks(gw: GatewayProcess, emu: OpenAIEmulator) -> None:
+    account = gw.account(unlimited=True)
+    key, other_key = gw.key(account=account), gw.key(account=account)
+    ids = [submit(gw, k, {"model": "gpt-image-1", "prompt": f"fox {i}", "response_format": "b64_json"})
+           for i, k in enumerate([key, other_key, key])]
+    for task_id in ids:
+        wait_task(gw, key, task_id)
+    emu.fail(status=400, times=1, body={"error": {"message": "no foxes today", "type": "invalid_request_error"}})
+    failed = submit(gw, key, {"model": "gpt-image-1", "prompt": "fox 3"})
+    assert wait_task(gw, key, failed)["status"] == "FAILURE"
+    stranger = submit(gw, gw.key(), {"model": "gpt-image-1", "prompt": "someone else's fox"})
+
+    def page(**params: object) -> dict[str, Any]:
+        r = httpx.get(gw.url + "/v1/images/tasks", params=params, headers=auth(key))
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    first = page(limit=2)
+    assert [t["task_id"] for t in first["data"]] == [failed, ids[2]] and first["has_more"]
+    second = page(limit=2, before=first["next_before"])
+    assert [t["task_id"] for t in second["data"]] == [ids[1], ids[0]] and not second["has_more"]
+    assert stranger not in {t["task_id"] for t in first["data"] + second["data"]}  # any key of the account, only it
+
+    done = page(status="success")["data"]
+    assert [t["task_id"] for t in done] == [ids[2], ids[1], ids[0]]
+    # Thumbnails are URLs whatever response_format the task asked for, and they serve the image.
+    (image,) = done[0]["images"]
+    assert Image.open(io.BytesIO(httpx.get(image["url"]).content)).size == (image["width"], image["height"])
+    (bad,) = page(status="FAILURE")["data"]
+    assert bad["task_id"] == failed and "no foxes today" in bad["fail_reason"] and bad["images"] == []
+
+    for params, param in [({"status": "done"}, "status"), ({"limit": 0}, "limit"), ({"before": "f" * 32}, "before"),
+                          ({"before": stranger}, "before")]:
+        r = httpx.get(gw.url + "/v1/images/tasks", params=params, headers=auth(key))
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, (params, r.text)

@@ -1,4 +1,4 @@
-"""The operator's API under ``/admin/``: accounts, top-ups, keys, usage, tasks, webhook URLs.
+"""The operator's API under ``/admin/``: accounts, top-ups, keys, usage, tasks, webhooks.
 
 Mounted only when ``IMAGEGATE_ADMIN_TOKEN`` (``admin_token``) is set — otherwise every
 ``/admin/`` path is a plain 404 — and every call must send ``Authorization: Bearer <token>``.
@@ -23,15 +23,17 @@ from imagegate.accounts import revoke_key as revoke
 from imagegate.api import admin_channels
 from imagegate.api.admin_channels import ActorDep
 from imagegate.api.deps import StateDep, state_of
+from imagegate.api.keys import key_body
 from imagegate.api.render import json_response
+from imagegate.api.tasks import deliveries
 from imagegate.api.usage import Before, Limit, Since, money, usage_body
 from imagegate.billing.ledger import credit
 from imagegate.billing.prices import parse_amount
 from imagegate.billing.usage import usage_report
-from imagegate.core.errors import AuthenticationFailed, InvalidRequest, NotFound
+from imagegate.core.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, TaskNotFound
 from imagegate.db.models import Account, ApiKey, Task, WebhookEndpoint
 from imagegate.state import AppState
-from imagegate.tasks.webhooks import resume_endpoint
+from imagegate.tasks.webhooks import resume_endpoint, retry_delivery
 
 
 async def require_admin(request: Request) -> None:
@@ -71,6 +73,8 @@ class KeyCreate(_Body):
     rpm: int | None = Field(default=None, ge=1, le=2**31 - 1)
     expires: str | None = None
     """``30d``, ``12h`` … from now, or an ISO 8601 date or date-time."""
+    owner: bool | None = None
+    """Manages its account's keys through ``/v1/keys``; default: only a key given a new account."""
 
 
 def _amount(value: Decimal, param: str) -> int:
@@ -87,12 +91,6 @@ async def _account_body(state: AppState, account_id: str) -> dict[str, Any]:
     return {"id": st.account_id, "object": "account", "name": st.name, "unlimited": st.unlimited,
             **money("balance", st.balance), **money("held", st.held), "open_holds": st.open_holds,
             **money("ledger_sum", st.ledger_sum), "consistent": st.consistent}
-
-
-def _key_body(k: ApiKey) -> dict[str, Any]:
-    return {"id": k.id, "object": "api_key", "account_id": k.account_id, "name": k.name, "prefix": k.prefix,
-            "models": k.models, "rpm": k.rpm, "expires_at": k.expires_at, "created_at": k.created_at,
-            "revoked_at": k.revoked_at}
 
 
 @router.get("/accounts", summary="List accounts")
@@ -144,7 +142,7 @@ async def list_keys(state: StateDep, account_id: str | None = None) -> Response:
     if account_id is not None:
         query = query.where(ApiKey.account_id == account_id)
     async with state.sessions() as s:
-        data = [_key_body(k) for k in (await s.execute(query)).scalars()]
+        data = [key_body(k) for k in (await s.execute(query)).scalars()]
     return json_response({"object": "list", "data": data})
 
 
@@ -157,16 +155,17 @@ async def new_key(state: StateDep, who: ActorDep, body: KeyCreate) -> Response:
     try:
         async with state.sessions.begin() as s:
             new = await create_key(s, name=body.name, models=body.models, account_id=body.account_id,
-                                   rpm=body.rpm, expires_at=expires_at)
+                                   rpm=body.rpm, expires_at=expires_at, owner=body.owner)
             await audit.record(s, who, "key.create", f"key:{new.id}",
                                {"name": body.name, "account_id": new.account_id, "models": body.models,
-                                "rpm": body.rpm, "expires": body.expires})
+                                "rpm": body.rpm, "expires": body.expires, "owner": body.owner})
     except LookupError:
         raise NotFound(f"No account {body.account_id!r}.", param="account_id") from None
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="models" if "model" in str(exc) else "rpm") from None
     return json_response({"id": new.id, "object": "api_key", "account_id": new.account_id, "key": new.key,
-                          "webhook_secret": new.webhook_secret, "expires_at": expires_at}, status=201)
+                          "webhook_secret": new.webhook_secret, "expires_at": expires_at, "owner": new.owner},
+                         status=201)
 
 
 @router.post("/keys/{key_id}/revoke", summary="Revoke an API key")
@@ -177,7 +176,7 @@ async def revoke_key(state: StateDep, who: ActorDep, key_id: str) -> Response:
             raise NotFound(f"No key {key_id!r}.", param="key_id")
         await revoke(s, key)
         await audit.record(s, who, "key.revoke", f"key:{key.id}", {"prefix": key.prefix})
-        body = _key_body(key)
+        body = key_body(key)
     state.keys.forget()  # this process at once; the others when they see the ``keys`` counter move
     return json_response(body)
 
@@ -200,12 +199,39 @@ async def list_tasks(state: StateDep, status: str | None = None, account_id: str
     if account_id is not None:
         query = query.where(Task.account_id == account_id)
     async with state.sessions() as s:
-        data = [{"task_id": t.id, "account_id": t.account_id, "key_id": t.key_id, "action": t.action,
-                 "model": t.model, "status": t.status, "progress": t.progress, "fail_reason": t.fail_reason,
-                 "attempts": t.attempts, "submit_time": int(t.submit_time),
-                 "finish_time": int(t.finish_time) if t.finish_time else None, "hold_id": t.hold_id}
-                for t in (await s.execute(query)).scalars()]
+        data = [_task_row(t) for t in (await s.execute(query)).scalars()]
     return json_response({"object": "list", "data": data})
+
+
+def _task_row(t: Task) -> dict[str, Any]:
+    return {"task_id": t.id, "account_id": t.account_id, "key_id": t.key_id, "action": t.action,
+            "model": t.model, "status": t.status, "progress": t.progress, "fail_reason": t.fail_reason,
+            "attempts": t.attempts, "submit_time": int(t.submit_time),
+            "finish_time": int(t.finish_time) if t.finish_time else None, "hold_id": t.hold_id}
+
+
+@router.get("/tasks/{task_id}", summary="One task: its row, request, result and webhook deliveries")
+async def show_task(state: StateDep, task_id: str) -> Response:
+    async with state.sessions() as s:
+        t = await s.get(Task, task_id.lower())
+    if t is None:
+        raise TaskNotFound(f"No task {task_id!r}.", param="task_id")
+    return json_response({**_task_row(t), "request": t.request, "result": t.result, "webhook_url": t.webhook_url,
+                          "webhooks": await deliveries(state, t.id)})
+
+
+@router.post("/webhooks/deliveries/{delivery_id}/retry", summary="Send one webhook delivery again, now")
+async def retry_webhook(state: StateDep, who: ActorDep, delivery_id: str) -> Response:
+    try:
+        d = await retry_delivery(state.sessions, delivery_id)
+    except LookupError as exc:
+        raise NotFound(str(exc), param="delivery_id") from None
+    except ValueError as exc:
+        raise Conflict(str(exc), param="delivery_id") from None
+    async with state.sessions.begin() as s:
+        await audit.record(s, who, "webhook.retry", f"webhook_delivery:{d.id}", {"task_id": d.task_id, "url": d.url})
+    return json_response({"id": d.id, "object": "webhook.delivery", "task_id": d.task_id, "url": d.url,
+                          "status": d.status, "attempts": d.attempts})
 
 
 class WebhookResume(_Body):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from imagegate.db.status import PENDING, QUEUED
@@ -87,6 +87,9 @@ class ApiKey(Base):
     webhook_secret: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    owner: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """An owner key manages its account's keys (``/v1/keys``): creates keys that may do no more
+    than itself, lists and revokes them."""
 
 
 class Task(Base):

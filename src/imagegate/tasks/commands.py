@@ -7,13 +7,12 @@ import asyncio
 import json
 from typing import Any
 
-from sqlalchemy import select
-
 from imagegate.config import Settings
-from imagegate.db.models import Task, WebhookDelivery, WebhookEndpoint
+from imagegate.db.models import Task
 from imagegate.db.status import FAILURE, IN_PROGRESS, QUEUED, SUCCESS
 from imagegate.tables import print_table, when
 from imagegate.tasks.queue import TaskQueue
+from imagegate.tasks.webhooks import deliveries_of
 
 
 async def _queue(settings: Settings) -> tuple[TaskQueue, Any]:
@@ -43,13 +42,7 @@ async def tasks_show(settings: Settings, args: argparse.Namespace) -> None:
         task = await queue.get(args.id.lower())
         if task is None:
             raise SystemExit(f"no task {args.id!r}")
-        async with queue.sessions() as s:
-            deliveries = list((await s.execute(
-                select(WebhookDelivery).where(WebhookDelivery.task_id == task.id)
-                .order_by(WebhookDelivery.created_at))).scalars())
-            paused = set((await s.execute(select(WebhookEndpoint.url).where(
-                WebhookEndpoint.url.in_([d.url for d in deliveries]), WebhookEndpoint.paused_at.is_not(None)
-            ))).scalars())
+        deliveries = await deliveries_of(queue.sessions, task.id)
     finally:
         await engine.dispose()
     out: dict[str, Any] = {c.name: getattr(task, c.name) for c in Task.__table__.columns}
@@ -58,7 +51,7 @@ async def tasks_show(settings: Settings, args: argparse.Namespace) -> None:
     out["webhook_deliveries"] = [
         {"id": d.id, "url": d.url, "status": d.status, "attempts": d.attempts, "last_status": d.last_status,
          "last_error": d.last_error, "next_attempt_at": when(d.next_attempt_at),
-         "endpoint_paused": d.url in paused} for d in deliveries]
+         "endpoint_paused": paused} for d, paused in deliveries]
     print(json.dumps(out, indent=2, default=str))
 
 

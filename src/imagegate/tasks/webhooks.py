@@ -12,6 +12,9 @@ retry — and records the outcome:
   endpoint's ``Retry-After`` when it asks for longer —, until ``tasks.webhook_max_attempts``
   attempts were made, then ``failed``.
 
+An operator can send one delivery again at once (``POST /admin/webhooks/deliveries/{id}/retry``,
+``imagegate webhooks retry ID``): a failed one gets one more attempt.
+
 An endpoint (a URL) that fails ``tasks.webhook_pause_after`` attempts in a row, across tasks, is
 *paused*: its deliveries stay pending, unsent, until an operator resumes it (``imagegate webhooks
 resume URL`` or ``POST /admin/webhooks/resume``), which makes them due at once. One success
@@ -85,6 +88,35 @@ async def resume_endpoint(sessions: async_sessionmaker[AsyncSession], url: str) 
                               .where(WebhookDelivery.url == url, WebhookDelivery.status == PENDING)
                               .values(next_attempt_at=now).execution_options(synchronize_session=False))
         return int(due.rowcount)  # type: ignore[attr-defined]
+
+
+async def deliveries_of(sessions: async_sessionmaker[AsyncSession],
+                        task_id: str) -> list[tuple[WebhookDelivery, bool]]:
+    """The task's deliveries, oldest first, each with whether its URL is paused."""
+    d, e = WebhookDelivery, WebhookEndpoint
+    async with sessions() as s:
+        rows = (await s.execute(select(d, e.paused_at).outerjoin(e, e.url == d.url)
+                                .where(d.task_id == task_id).order_by(d.created_at))).all()
+    return [(row, paused_at is not None) for row, paused_at in rows]
+
+
+async def retry_delivery(sessions: async_sessionmaker[AsyncSession], delivery_id: str) -> WebhookDelivery:
+    """Send one delivery again now (an operator's retry of a failed or waiting webhook): it is
+    pending and due at once; a failed one gets one more attempt (its attempt count is kept, so the
+    ``webhook-id`` and the history stay). ``LookupError``: no such delivery; ``ValueError``: it was
+    delivered already, or its URL is paused (resume the URL instead)."""
+    async with sessions.begin() as s:
+        d = await s.get(WebhookDelivery, delivery_id, with_for_update=True)
+        if d is None:
+            raise LookupError(f"no webhook delivery {delivery_id!r}")
+        if d.status == DELIVERED:
+            raise ValueError("this delivery was delivered already")
+        endpoint = await s.get(WebhookEndpoint, endpoint_id(d.url))
+        if endpoint is not None and endpoint.paused_at is not None:
+            raise ValueError(f"the URL {d.url!r} is paused: resume it to send its pending deliveries")
+        d.status, d.next_attempt_at, d.lease_until = PENDING, time.time(), None
+        await s.flush()
+        return d
 
 
 def backoff(attempt: int, base: float) -> float:

@@ -1,6 +1,7 @@
-// My account: balance, usage by day and model, request history with paging and filter, a task's
-// details, the key and its webhook secret (revealed on click).
-import { api, field, h, money, t, table, when } from './core.js';
+// My account: balance, usage by day and model, request history with paging and filter, the
+// account's tasks with thumbnails and their details (webhook deliveries included), the key and its
+// webhook secret (revealed on click), and — for an owner key — the account's keys (create, revoke).
+import { api, deliveriesTable, field, h, keyForm, money, t, table, toast, when } from './core.js';
 import { byDay, columns } from './chart.js';
 
 export async function account(view) {
@@ -64,24 +65,57 @@ export async function account(view) {
     list, h('div', { class: 'row' }, prev, next));
   await drawPage();
 
-  // A task by id: status, progress, result thumbnails.
-  const taskId = h('input', { type: 'text', name: 'task_id', autocomplete: 'off' });
-  const taskOut = h('div', { class: 'task-out' });
-  const taskForm = h('form', { class: 'row', onsubmit: async (e) => {
-    e.preventDefault();
+  // Tasks: the account's, newest first, pages of 10, with thumbnails; details show the webhooks.
+  const taskStatus = h('select', {}, h('option', { value: '' }, t('acct.all')),
+    ['IN_PROGRESS', 'SUCCESS', 'FAILURE'].map((v) => h('option', { value: v }, v)));
+  const taskList = h('div', {});
+  const taskOut = h('div', { class: 'task-out', 'aria-live': 'polite' });
+  const taskCursors = [null];
+  const taskPrev = h('button', { type: 'button' }, t('prev'));
+  const taskNext = h('button', { type: 'button' }, t('next'));
+  let taskPage = 0;
+  const thumbs = (images) => h('span', { class: 'thumbs' },
+    images.map((i) => h('img', { src: i.url, alt: t('acct.task-image'), class: 'thumb', loading: 'lazy' })));
+  async function drawTasks() {
+    const before = taskCursors[taskPage];
+    const body = (await api(`v1/images/tasks?limit=10${taskStatus.value ? `&status=${taskStatus.value}` : ''}`
+      + `${before ? `&before=${before}` : ''}`)).data;
+    taskCursors[taskPage + 1] = body.next_before;
+    taskList.replaceChildren(table(t('acct.tasks'), [
+      [t('col.time'), (r) => when(r.submit_time)], [t('col.id'), (r) => h('code', {}, r.task_id.slice(0, 12))],
+      [t('col.model'), (r) => r.model], [t('col.status'), (r) => r.status], [t('acct.progress'), (r) => r.progress],
+      [t('col.images'), (r) => thumbs(r.images)],
+      [t('col.actions'), (r) => h('button', { type: 'button', onclick: () => showTask(r.task_id) },
+        t('acct.details-of', { id: r.task_id.slice(0, 8) }))],
+    ], body.data, t('acct.no-tasks')));
+    taskPrev.disabled = taskPage === 0;
+    taskNext.disabled = !body.has_more;
+  }
+  async function showTask(id) {
     try {
-      const task = (await api(`v1/images/tasks/${encodeURIComponent(taskId.value.trim())}`)).data.data;
-      const images = task.data?.data || [];
-      taskOut.replaceChildren(h('dl', {},
-        h('dt', {}, t('col.status')), h('dd', {}, task.status),
-        h('dt', {}, t('acct.progress')), h('dd', {}, task.progress),
-        h('dt', {}, t('col.time')), h('dd', {}, when(task.submit_time)),
-        task.fail_reason ? [h('dt', {}, t('acct.fail-reason')), h('dd', {}, task.fail_reason)] : null),
+      const [task, hooks] = await Promise.all([api(`v1/images/tasks/${encodeURIComponent(id)}`),
+        api(`v1/images/tasks/${encodeURIComponent(id)}/webhooks`)]);
+      const got = task.data.data;
+      const images = got.data?.data || [];
+      taskOut.replaceChildren(h('h3', {}, t('acct.task-of', { id: got.task_id.slice(0, 8) })), h('dl', {},
+        h('dt', {}, t('col.status')), h('dd', {}, got.status),
+        h('dt', {}, t('acct.progress')), h('dd', {}, got.progress),
+        h('dt', {}, t('col.time')), h('dd', {}, when(got.submit_time)),
+        got.fail_reason ? [h('dt', {}, t('acct.fail-reason')), h('dd', {}, got.fail_reason)] : null),
       h('div', { class: 'thumbs' }, images.map((i) => h('img', { src: i.url || `data:image/png;base64,${i.b64_json}`,
-        alt: t('acct.task-image'), class: 'thumb' }))));
+        alt: t('acct.task-image'), class: 'thumb' }))),
+      deliveriesTable(hooks.data.data));
     } catch (err) { taskOut.replaceChildren(h('p', { role: 'alert', class: 'form-error' }, err.message)); }
-  } }, field(t('acct.task-id'), taskId, { param: 'task_id' }), h('button', { type: 'submit' }, t('acct.look-up')));
-  taskBox.append(h('h2', {}, t('acct.task')), taskForm, taskOut);
+  }
+  taskPrev.addEventListener('click', () => { taskPage -= 1; drawTasks(); });
+  taskNext.addEventListener('click', () => { taskPage += 1; drawTasks(); });
+  taskStatus.addEventListener('change', () => { taskPage = 0; drawTasks(); });
+  const taskId = h('input', { type: 'text', name: 'task_id', autocomplete: 'off' });
+  const taskForm = h('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); showTask(taskId.value.trim()); } },
+    field(t('acct.task-id'), taskId, { param: 'task_id' }), h('button', { type: 'submit' }, t('acct.look-up')));
+  taskBox.append(h('h2', {}, t('acct.tasks')), h('div', { class: 'row' }, field(t('col.status'), taskStatus)),
+    taskList, h('div', { class: 'row' }, taskPrev, taskNext), taskForm, taskOut);
+  await drawTasks();
 
   // The key, its webhook secret behind a click.
   try {
@@ -99,5 +133,32 @@ export async function account(view) {
       h('dt', {}, 'rpm'), h('dd', {}, key.rpm ? String(key.rpm) : '–'),
       h('dt', {}, t('acct.expires')), h('dd', {}, when(key.expires_at)),
       h('dt', {}, t('acct.webhook-secret')), h('dd', {}, secret, ' ', reveal)));
+    if (key.owner) keyBox.append(await ownerKeys());
   } catch (err) { keyBox.append(h('p', { class: 'form-error' }, err.message)); }
+}
+
+// An owner key manages its account's keys: the same API any client of /v1/keys uses.
+async function ownerKeys() {
+  const list = h('div', {});
+  const shown = h('div', { 'aria-live': 'polite' });
+  async function draw() {
+    const rows = (await api('v1/keys')).data.data;
+    list.replaceChildren(table(t('acct.account-keys'), [
+      [t('col.name'), (k) => (k.self ? `${k.name} (${t('acct.this-key')})` : k.name)],
+      [t('acct.prefix'), (k) => h('code', {}, `${k.prefix}…`)], [t('acct.owner'), (k) => (k.owner ? '✓' : '')],
+      [t('acct.models'), (k) => (k.models || [t('acct.all')]).join(', ')], ['rpm', (k) => (k.rpm ? String(k.rpm) : '–')],
+      [t('acct.expires'), (k) => when(k.expires_at)],
+      [t('col.status'), (k) => (k.revoked_at ? t('ops.revoked') : t('ops.active'))],
+      [t('col.actions'), (k) => (k.revoked_at || k.self ? '' : h('button', { type: 'button', onclick: async () => {
+        try {
+          await api(`v1/keys/${encodeURIComponent(k.id)}/revoke`, { method: 'POST' });
+          toast(t('ops.revoked'));
+        } catch (err) { toast(err.message); }
+        await draw();
+      } }, t('ops.revoke', { name: k.name })))],
+    ], rows));
+  }
+  await draw();
+  return h('section', { 'aria-label': t('acct.account-keys') }, h('h2', {}, t('acct.account-keys')),
+    h('p', { class: 'muted' }, t('acct.owner-help')), keyForm('v1/keys', shown, draw), shown, list);
 }

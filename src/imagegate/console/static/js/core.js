@@ -115,3 +115,49 @@ export function table(caption, columns, rows, empty) {
 export function unavailable(what) {
   return h('p', { class: 'notice' }, t('unavailable', { what }));
 }
+
+// A form that shows the API's error next to the field it names (or below the form).
+export function form(label, fields, submitLabel, onSubmit) {
+  const general = h('p', { class: 'form-error', role: 'alert' });
+  const el = h('form', { class: 'inline-form', novalidate: true, 'aria-label': label }, ...fields,
+    h('button', { type: 'submit', class: 'primary' }, submitLabel), general);
+  el.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    showError(el, null, general);
+    try { await onSubmit(); } catch (err) { showError(el, err, general); }
+  });
+  return el;
+}
+
+// "New key" (an operator's, or an owner key's for its own account): name, models, rpm, expiry;
+// `more` adds fields and `fill(body)` their values. The new key is shown once, in `shown`.
+export function keyForm(path, shown, redraw, more = [], fill = () => {}) {
+  const name = h('input', { type: 'text', name: 'name' });
+  const models = h('input', { type: 'text', name: 'models', placeholder: 'imagegate-shapes, gpt-image-1' });
+  const rpm = h('input', { type: 'number', name: 'rpm', min: 1 });
+  const expires = h('input', { type: 'text', name: 'expires', placeholder: '30d' });
+  return form(t('ops.new-key'), [field(t('ops.key-name'), name, { param: 'name' }), ...more,
+    field(t('acct.models'), models, { param: 'models' }), field('rpm', rpm, { param: 'rpm' }),
+    field(t('acct.expires'), expires, { param: 'expires' })], t('ops.create-key'), async () => {
+    const body = { name: name.value };
+    if (models.value.trim()) body.models = models.value.split(',').map((m) => m.trim()).filter(Boolean);
+    if (rpm.value) body.rpm = Number(rpm.value);
+    if (expires.value) body.expires = expires.value;
+    fill(body);
+    const made = (await api(path, { method: 'POST', json: body })).data;
+    shown.replaceChildren(h('div', { class: 'notice' }, h('p', {}, t('ops.key-once')),
+      h('code', { id: 'new-key' }, made.key)));
+    name.value = '';
+    await redraw();
+  });
+}
+
+// A task's webhook deliveries; `action(d)` adds a cell (the operator's retry button).
+export function deliveriesTable(rows, action) {
+  const columns = [['URL', (d) => d.url], [t('col.status'), (d) => (d.paused ? `${d.status} (${t('ops.paused')})` : d.status)],
+    [t('col.attempts'), (d) => String(d.attempts)], [t('acct.last-answer'), (d) => (d.last_status ? `HTTP ${d.last_status}` : '–')],
+    [t('ops.last-error'), (d) => d.last_error || ''], [t('acct.next-attempt'), (d) => when(d.next_attempt_at)]];
+  if (action) columns.push([t('col.actions'), action]);
+  return h('section', { 'aria-label': t('acct.webhooks') }, h('h3', {}, t('acct.webhooks')),
+    table(t('acct.webhooks'), columns, rows, t('acct.no-webhooks')));
+}

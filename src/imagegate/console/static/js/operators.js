@@ -1,7 +1,7 @@
 // Operators: accounts, keys, usage, tasks and webhooks, channels, prices, the audit log — all
 // through the admin API (/admin/… behind the session proxy). Pages whose endpoints this gateway
 // lacks say so instead of failing.
-import { api, field, h, money, showError, t, table, toast, unavailable, when } from './core.js';
+import { api, deliveriesTable, field, form, h, keyForm, money, t, table, toast, unavailable, when } from './core.js';
 import { byDay, columns } from './chart.js';
 
 const TABS = ['accounts', 'keys', 'usage', 'tasks', 'channels', 'prices', 'audit'];
@@ -14,18 +14,6 @@ export async function operators(view, sub) {
   const body = h('div', { class: 'ops' });
   view.append(body);
   await PAGES[tab](body);
-}
-
-function form(label, fields, submitLabel, onSubmit) {
-  const general = h('p', { class: 'form-error', role: 'alert' });
-  const el = h('form', { class: 'inline-form', novalidate: true, 'aria-label': label }, ...fields,
-    h('button', { type: 'submit', class: 'primary' }, submitLabel), general);
-  el.addEventListener('submit', async (e) => {
-    e.preventDefault();
-    showError(el, null, general);
-    try { await onSubmit(); } catch (err) { showError(el, err, general); }
-  });
-  return el;
 }
 
 async function optional(box, what, call) {
@@ -85,17 +73,15 @@ const PAGES = {
     const accounts = (await api('admin/accounts?limit=1000')).data.data;
     const list = h('div', {});
     const shown = h('div', { 'aria-live': 'polite' });
-    const name = h('input', { type: 'text', name: 'name' });
     const account = h('select', { name: 'account_id' }, h('option', { value: '' }, t('ops.new-unlimited')),
       accounts.map((a) => h('option', { value: a.id }, `${a.name} (${a.id})`)));
-    const models = h('input', { type: 'text', name: 'models', placeholder: 'imagegate-shapes, gpt-image-1' });
-    const rpm = h('input', { type: 'number', name: 'rpm', min: 1 });
-    const expires = h('input', { type: 'text', name: 'expires', placeholder: '30d' });
+    const owner = h('input', { type: 'checkbox', name: 'owner' });
     async function draw() {
       const rows = (await api('admin/keys')).data.data;
       list.replaceChildren(table(t('ops.keys'), [
         [t('col.name'), (k) => k.name], [t('acct.prefix'), (k) => h('code', {}, `${k.prefix}…`)],
-        [t('col.account'), (k) => h('code', {}, k.account_id)], [t('acct.models'), (k) => (k.models || [t('acct.all')]).join(', ')],
+        [t('col.account'), (k) => h('code', {}, k.account_id)], [t('acct.owner'), (k) => (k.owner ? '✓' : '')],
+        [t('acct.models'), (k) => (k.models || [t('acct.all')]).join(', ')],
         ['rpm', (k) => (k.rpm ? String(k.rpm) : '–')], [t('acct.expires'), (k) => when(k.expires_at)],
         [t('col.status'), (k) => (k.revoked_at ? t('ops.revoked') : t('ops.active'))],
         [t('col.actions'), (k) => (k.revoked_at ? '' : h('button', { type: 'button', onclick: async () => {
@@ -105,19 +91,11 @@ const PAGES = {
         } }, t('ops.revoke', { name: k.name })))],
       ], rows));
     }
-    box.append(h('h2', {}, t('ops.new-key')), form(t('ops.new-key'), [
-      field(t('ops.key-name'), name, { param: 'name' }), field(t('col.account'), account, { param: 'account_id' }),
-      field(t('acct.models'), models, { param: 'models' }), field('rpm', rpm, { param: 'rpm' }),
-      field(t('acct.expires'), expires, { param: 'expires' })], t('ops.create-key'), async () => {
-      const body = { name: name.value };
+    box.append(h('h2', {}, t('ops.new-key')), keyForm('admin/keys', shown, draw, [
+      field(t('col.account'), account, { param: 'account_id' }), h('label', { class: 'tool' }, owner, t('ops.owner'))],
+    (body) => {
       if (account.value) body.account_id = account.value;
-      if (models.value.trim()) body.models = models.value.split(',').map((m) => m.trim()).filter(Boolean);
-      if (rpm.value) body.rpm = Number(rpm.value);
-      if (expires.value) body.expires = expires.value;
-      const made = (await api('admin/keys', { method: 'POST', json: body })).data;
-      shown.replaceChildren(h('div', { class: 'notice' }, h('p', {}, t('ops.key-once')),
-        h('code', { id: 'new-key' }, made.key)));
-      await draw();
+      if (owner.checked) body.owner = true;
     }), shown, list);
     await draw();
   },
@@ -156,17 +134,29 @@ const PAGES = {
     const status = h('select', {}, h('option', { value: '' }, t('acct.all')),
       ['QUEUED', 'IN_PROGRESS', 'SUCCESS', 'FAILURE'].map((s) => h('option', { value: s }, s)));
     const list = h('div', {});
-    const detail = h('pre', { class: 'detail', 'aria-live': 'polite' });
+    const detail = h('div', { class: 'detail', 'aria-live': 'polite' });
     const hooks = h('div', {});
+    async function inspect(id) {
+      const task = (await api(`admin/tasks/${id}`)).data;
+      const { webhooks, ...rest } = task;
+      const retry = (d) => (d.status === 'delivered' ? '' : h('button', { type: 'button', onclick: async () => {
+        try {
+          await api(`admin/webhooks/deliveries/${d.id}/retry`, { method: 'POST' });
+          toast(t('ops.retried'));
+        } catch (err) { toast(err.message); }
+        await inspect(id);
+      } }, t('ops.retry-delivery', { id: d.id.slice(4, 12) })));
+      detail.replaceChildren(h('h2', {}, t('acct.task-of', { id: id.slice(0, 8) })),
+        h('pre', {}, JSON.stringify(rest, null, 2)), deliveriesTable(webhooks, retry));
+    }
     async function draw() {
       const rows = (await api(`admin/tasks?limit=100${status.value ? `&status=${status.value}` : ''}`)).data.data;
       list.replaceChildren(table(t('ops.tasks'), [
         [t('col.time'), (r) => when(r.submit_time)], [t('col.id'), (r) => h('code', {}, r.task_id.slice(0, 12))],
         [t('col.model'), (r) => r.model], [t('col.status'), (r) => r.status], [t('acct.progress'), (r) => `${r.progress}%`],
         [t('acct.fail-reason'), (r) => r.fail_reason || ''],
-        [t('col.actions'), (r) => h('button', { type: 'button', onclick: () => {
-          detail.textContent = JSON.stringify(r, null, 2);
-        } }, t('ops.inspect'))]], rows));
+        [t('col.actions'), (r) => h('button', { type: 'button', onclick: () => inspect(r.task_id) },
+          t('ops.inspect-task', { id: r.task_id.slice(0, 8) }))]], rows));
       const endpoints = (await api('admin/webhooks')).data.data;
       hooks.replaceChildren(h('h2', {}, t('ops.webhooks')), table(t('ops.webhooks'), [
         ['URL', (e) => e.url], [t('ops.failures'), (e) => String(e.consecutive_failures)],
