@@ -165,6 +165,13 @@ def test_usage_totals(gw: GatewayProcess, emu: OpenAIEmulator, funded: tuple[str
     second = _usage(gw, key, limit=1, before=first["next_before"])
     assert second["data"][0]["id"] < first["data"][0]["id"]
     assert _usage(gw, key, limit=0, expect=400)["error"]["param"] == "limit"
+    # Filters narrow the rows and the totals alike; the balance stays the account's.
+    failed = _usage(gw, key, status="failed")
+    assert [r["status"] for r in failed["data"]] == ["upstream_unavailable"] and failed["totals"]["requests"] == 1
+    flat_ok = _usage(gw, key, model="img-flat", status="success")
+    assert [(r["model"], r["images"]) for r in flat_ok["data"]] == [("img-flat", 2)]
+    assert flat_ok["totals"]["cost_micros"] == 2 * MICRO and flat_ok["balance_micros"] == 97_750_000
+    assert _usage(gw, key, status="ok", expect=400)["error"]["param"] == "status"
 
 
 def _usage(gw: GatewayProcess, key: str, expect: int = 200, **params: Any) -> dict[str, Any]:

@@ -196,6 +196,22 @@ def test_an_operator_creates_an_account_and_a_key_tops_up_and_sees_usage(gw: Gat
     page.get_by_role("button", name="Test local").click()
     page.locator(".ops pre").filter(has_text='"ok": true').wait_for()
     assert page.evaluate(UNNAMED_CONTROLS) == []
+    # A database channel is edited in place (the stored key kept), then removed.
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    made = httpx.post(gw.url + "/admin/channels", headers=admin, json={
+        "name": "spare", "provider": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": "sk-spare",
+        "models": {"gpt-image-1": "gpt-image-1"}, "priority": 1})
+    assert made.status_code == 201, made.text
+    page.reload()
+    page.get_by_role("button", name="Edit spare").click()
+    assert page.get_by_label("provider").input_value() == "openai"
+    page.get_by_label("priority").fill("7")
+    page.get_by_role("button", name="Save channel").click()
+    page.get_by_text("Saved spare.").wait_for()
+    spare = httpx.get(gw.url + "/admin/channels/spare", headers=admin).json()
+    assert (spare["priority"], spare["has_api_key"], spare["base_url"]) == (7, True, "http://127.0.0.1:9/v1")
+    page.get_by_role("row").filter(has_text="spare").get_by_role("button", name="Delete").click()
+    page.get_by_role("button", name="Edit spare").wait_for(state="detached")
     page.get_by_role("link", name="Prices", exact=True).click()
     page.get_by_label("Model", exact=True).fill("imagegate-shapes")
     page.get_by_label("Per image").fill("0.02")

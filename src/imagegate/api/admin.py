@@ -26,7 +26,7 @@ from imagegate.api.deps import StateDep, state_of
 from imagegate.api.keys import key_body
 from imagegate.api.render import json_response
 from imagegate.api.tasks import deliveries
-from imagegate.api.usage import Before, Limit, Since, money, usage_body
+from imagegate.api.usage import Before, Limit, ModelFilter, Since, StatusFilter, money, succeeded, usage_body
 from imagegate.billing.ledger import credit
 from imagegate.billing.prices import parse_amount
 from imagegate.billing.usage import usage_report
@@ -183,10 +183,11 @@ async def revoke_key(state: StateDep, who: ActorDep, key_id: str) -> Response:
 
 @router.get("/usage", summary="Usage totals and recent requests, of one account or all")
 async def usage(state: StateDep, account_id: str | None = None, limit: Limit = 50, before: Before = None,
-                since: Since = None) -> Response:
+                since: Since = None, model: ModelFilter = None, status: StatusFilter = None) -> Response:
     await state.usage_log.flush()
     async with state.sessions() as s:
-        report = await usage_report(s, account_id, limit=limit, before=before, since=since)
+        report = await usage_report(s, account_id, limit=limit, before=before, since=since, model=model,
+                                    succeeded=succeeded(status))
     return json_response({"object": "usage", "account_id": account_id, **usage_body(report)})
 
 

@@ -7,7 +7,7 @@ and the integer ``*_micros`` the ledger keeps. Recent requests are newest first;
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from starlette.responses import Response
@@ -50,14 +50,22 @@ def usage_body(report: UsageReport) -> dict[str, Any]:
 Limit = Annotated[int, Query(ge=1, le=500, description="Recent requests per page")]
 Before = Annotated[int | None, Query(ge=1, le=2**63 - 1, description="Cursor: `next_before` of the previous page")]
 Since = Annotated[float | None, Query(ge=0, description="Only requests from this Unix time on")]
+ModelFilter = Annotated[str | None, Query(max_length=200, description="Only requests for this model")]
+Outcome = Literal["success", "failed"]
+StatusFilter = Annotated[Outcome | None, Query(description="Only succeeded or only failed requests")]
+
+
+def succeeded(status: Outcome | None) -> bool | None:
+    return None if status is None else status == "success"
 
 
 @router.get("/v1/usage", summary="Balance, usage totals and recent requests of the caller's account")
 async def usage(state: StateDep, principal: PrincipalDep, limit: Limit = 20, before: Before = None,
-                since: Since = None) -> Response:
+                since: Since = None, model: ModelFilter = None, status: StatusFilter = None) -> Response:
     await state.usage_log.flush()  # this process's latest requests, so a caller sees its own at once
     async with state.sessions() as s:
-        report = await usage_report(s, principal.account_id, limit=limit, before=before, since=since)
+        report = await usage_report(s, principal.account_id, limit=limit, before=before, since=since, model=model,
+                                    succeeded=succeeded(status))
     statement = await state.billing.ledger.statement(principal.account_id)
     balance = statement.balance if statement else 0
     held = statement.held if statement else 0

@@ -90,14 +90,20 @@ class UsageReport:
 
 
 async def usage_report(session: AsyncSession, account_id: str | None, *, limit: int,
-                       before: int | None = None, since: float | None = None) -> UsageReport:
+                       before: int | None = None, since: float | None = None, model: str | None = None,
+                       succeeded: bool | None = None) -> UsageReport:
     """``account_id`` None: every account (the admin view). ``recent`` is newest first, at most
-    ``limit`` rows with ids below ``before`` (the cursor of the previous page)."""
+    ``limit`` rows with ids below ``before`` (the cursor of the previous page). ``since``,
+    ``model`` and ``succeeded`` narrow the totals and the rows alike."""
     scope = []
     if account_id is not None:
         scope.append(UsageRecord.account_id == account_id)
     if since is not None:
         scope.append(UsageRecord.created_at >= since)
+    if model is not None:
+        scope.append(UsageRecord.model == model)
+    if succeeded is not None:
+        scope.append((UsageRecord.status == "success") if succeeded else (UsageRecord.status != "success"))
     ok = case((UsageRecord.status == "success", 1), else_=0)
     rows = await session.execute(
         select(UsageRecord.model, func.count(), func.coalesce(func.sum(ok), 0),

@@ -32,7 +32,7 @@ export async function account(view) {
     columns(t('acct.images-by-day'), byDay(usage.data, (r) => r.images), { id: 'chart-day' }),
     columns(t('acct.images-by-model'), byModel, { id: 'chart-model' }));
 
-  // History: pages of 20, newest first; filter by model and status on the page read.
+  // History: pages of 20, newest first, filtered by model and outcome by the API.
   const modelFilter = h('select', {}, h('option', { value: '' }, t('acct.all')),
     Object.keys(usage.totals.by_model).map((m) => h('option', { value: m }, m)));
   const statusFilter = h('select', {}, h('option', { value: '' }, t('acct.all')),
@@ -44,10 +44,11 @@ export async function account(view) {
   let page = 0;
   async function drawPage() {
     const before = cursors[page];
-    const body = (await api(`v1/usage?limit=20${before ? `&before=${before}` : ''}`)).data;
+    const filters = `${modelFilter.value ? `&model=${encodeURIComponent(modelFilter.value)}` : ''}`
+      + `${statusFilter.value ? `&status=${statusFilter.value}` : ''}`;
+    const body = (await api(`v1/usage?limit=20${filters}${before ? `&before=${before}` : ''}`)).data;
     cursors[page + 1] = body.next_before;
-    const rows = body.data.filter((r) => (!modelFilter.value || r.model === modelFilter.value)
-      && (!statusFilter.value || (statusFilter.value === 'success') === (r.status === 'success')));
+    const rows = body.data;
     list.replaceChildren(table(t('acct.history'), [
       [t('col.time'), (r) => when(r.created_at)], [t('col.model'), (r) => r.model], [t('col.surface'), (r) => r.surface],
       [t('col.status'), (r) => r.status], [t('col.images'), (r) => String(r.images)], [t('col.cost'), (r) => money(r.cost)],
@@ -58,8 +59,9 @@ export async function account(view) {
   }
   prev.addEventListener('click', () => { page -= 1; drawPage(); });
   next.addEventListener('click', () => { page += 1; drawPage(); });
-  modelFilter.addEventListener('change', drawPage);
-  statusFilter.addEventListener('change', drawPage);
+  const refilter = () => { page = 0; cursors.length = 1; drawPage(); };
+  modelFilter.addEventListener('change', refilter);
+  statusFilter.addEventListener('change', refilter);
   history.append(h('h2', {}, t('acct.history')),
     h('div', { class: 'row' }, field(t('col.model'), modelFilter), field(t('col.status'), statusFilter)),
     list, h('div', { class: 'row' }, prev, next));

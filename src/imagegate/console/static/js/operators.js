@@ -173,6 +173,7 @@ const PAGES = {
   },
 
   async channels(box) {
+    let editChannel = () => {}; // set once the form exists
     const list = h('div', {});
     const result = h('pre', { class: 'detail', 'aria-live': 'polite' });
     const act = (label, call) => h('button', { type: 'button', onclick: async () => {
@@ -194,6 +195,7 @@ const PAGES = {
         [t('ops.last-error'), (c) => hl(c).last_error || ''],
         [t('col.actions'), (c) => h('span', { class: 'actions' },
           act(t('ops.test', { name: c.name }), () => api(`${path(c)}/test`, { method: 'POST' })),
+          c.read_only ? null : h('button', { type: 'button', onclick: () => editChannel(c) }, t('ops.edit', { name: c.name })),
           c.read_only ? null : act(c.disabled ? t('ops.enable') : t('ops.disable'),
             () => api(path(c), { method: 'PATCH', json: { disabled: !c.disabled } })),
           c.read_only ? null : act(t('ops.delete'), () => api(path(c), { method: 'DELETE' })))],
@@ -205,19 +207,43 @@ const PAGES = {
     const inputs = Object.fromEntries(['name', 'provider', 'base_url', 'api_key', 'models', 'priority', 'weight'].map((k) =>
       [k, h('input', { type: k === 'api_key' ? 'password' : 'text', name: k, autocomplete: 'off',
         placeholder: k === 'models' ? '{"public-name": "upstream-model"}' : '' })]));
-    box.append(h('h2', {}, t('ops.new-channel')), form(t('ops.new-channel'),
+    // One form creates a channel, or edits the database channel whose "Edit" was clicked (PATCH
+    // with the fields given; an empty API key keeps the stored one).
+    let editing = null;
+    const heading = h('h2', {}, t('ops.new-channel'));
+    const cancel = h('button', { type: 'button', hidden: true }, t('ops.cancel'));
+    const channelForm = form(t('ops.new-channel'),
       Object.entries(inputs).map(([k, el]) => field(k, el, { param: k })), t('ops.create-channel'), async () => {
         const body = {};
         for (const [k, el] of Object.entries(inputs)) {
-          if (!el.value) continue;
+          if (!el.value || (editing && k === 'name')) continue;
           if (k === 'models') {
             try { body.models = JSON.parse(el.value); } catch { throw Object.assign(new Error(t('ops.models-json')), { param: 'models' }); }
           } else body[k] = ['priority', 'weight'].includes(k) ? Number(el.value) : el.value;
         }
-        await api('admin/channels', { method: 'POST', json: body });
-        for (const el of Object.values(inputs)) el.value = '';
+        if (editing) await api(path(editing), { method: 'PATCH', json: body });
+        else await api('admin/channels', { method: 'POST', json: body });
+        toast(t(editing ? 'ops.saved' : 'ops.created', { name: editing?.name || body.name }));
+        edit(null);
         await draw();
-      }));
+      });
+    const submit = channelForm.querySelector('button[type=submit]');
+    function edit(c) {
+      editing = c;
+      for (const [k, el] of Object.entries(inputs)) {
+        const v = c && k !== 'api_key' ? c[k] : '';
+        el.value = v === undefined || v === null ? '' : (typeof v === 'object' ? JSON.stringify(v) : String(v));
+      }
+      inputs.name.readOnly = !!c;
+      heading.textContent = c ? t('ops.edit-channel', { name: c.name }) : t('ops.new-channel');
+      submit.textContent = c ? t('ops.save-channel') : t('ops.create-channel');
+      cancel.hidden = !c;
+      if (c) inputs.provider.focus();
+    }
+    editChannel = edit;
+    cancel.addEventListener('click', () => edit(null));
+    channelForm.append(cancel);
+    box.append(heading, channelForm);
   },
 
   async prices(box) {
