@@ -63,13 +63,14 @@ def main() -> None:
         for server in bench.servers.values():
             server.stop()
     direct = [r.p50 for r in rows["direct"]]
-    print("| tree | p50 ms | added p50 ms | server CPU ms/request | req/s |")
-    print("|---|---:|---:|---:|---:|")
+    print("| tree | p50 ms | added p50 ms | server CPU ms/request | req/s | errors |")
+    print("|---|---:|---:|---:|---:|---:|")
     for target in ("base", "head"):
         rs = rows[target]
         added = statistics.median(r.p50 - d for r, d in zip(rs, direct, strict=True))
         print(f"| {target} | {statistics.median(r.p50 for r in rs):.3f} | {added:.3f} | "
-              f"{statistics.median(r.server_cpu_ms for r in rs):.3f} | {statistics.median(r.rps for r in rs):.0f} |")
+              f"{statistics.median(r.server_cpu_ms for r in rs):.3f} | {statistics.median(r.rps for r in rs):.0f} | "
+              f"{sum(sum(r.errors.values()) for r in rs)} |")
 
 
 if __name__ == "__main__":

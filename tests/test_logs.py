@@ -1,21 +1,30 @@
 """Structured logs end to end: one JSON line per request in the stderr of a real gateway process
 (``gateway.log``), the request id shared by the answer header, the error body and the line, and
-never an API key or (unless ``log_prompts``) a prompt."""
+never an API key or (unless ``log_prompts``) a prompt; and, in process, the request line's own
+renderer against structlog's chain."""
 
 from __future__ import annotations
 
+import datetime
+import io
 import json
+import re
+import sys
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx2 as httpx
 import openai
+import orjson
 import pytest
+import structlog
 from google import genai
 from google.genai import types
 from openai import OpenAI
 
+from imagegate import logs
 from tests.conftest import StartGateway
 from tests.emulators.openai import OpenAIEmulator
 from tests.harness import GatewayProcess, channel
@@ -109,3 +118,52 @@ def test_request_id_in_google_error_bodies(gateway_factory: StartGateway, emu: O
     assert info["@type"] == "type.googleapis.com/google.rpc.RequestInfo" and info["requestId"]
     assert any(line["request_id"] == info["requestId"] and line["status"] == 404
                for line in lines(gw, "request"))
+
+
+def test_request_line_is_what_structlogs_chain_would_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``logs.request_done`` renders the JSON line itself: the same keys, in the same order, with the
+    same values as structlog's processors and JSONRenderer give (the timestamp: same format)."""
+    class Odd:
+        def __repr__(self) -> str:
+            return "<odd>"
+
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-8")
+    monkeypatch.setattr(sys, "stderr", out)
+    try:
+        logs.setup(level="info", fmt="json")
+        ctx = logs.begin("caller-id-7")
+        ctx.upstream = 0.00031
+        ctx.fields.update(surface="images", model="gpt-image-1", account="acc", key_id="k", prompt='é "q"',
+                          images=1, cost=0, odd=Odd(), none=None)
+        before = datetime.datetime.now(tz=datetime.UTC)
+        logs.request_done(ctx, "POST", "/v1/images/generations", 200, 0.0012345)
+        after = datetime.datetime.now(tz=datetime.UTC)
+        written = raw.getvalue()
+    finally:
+        monkeypatch.undo()
+        logs.setup(level="info", fmt="json")
+    assert written.endswith(b"\n") and written.count(b"\n") == 1
+    line = orjson.loads(written)
+    chain = structlog.wrap_logger(
+        structlog.ReturnLogger(), processors=[
+            structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(serializer=orjson.dumps)])
+    expected = orjson.loads(chain.info("request", request_id="caller-id-7", method="POST",
+                                       path="/v1/images/generations", status=200, total_ms=1.23,
+                                       upstream_ms=0.31, **ctx.fields))
+    stamp = line.pop("timestamp")
+    expected.pop("timestamp")
+    assert list(line.items()) == list(expected.items())
+    assert line["odd"] == "<odd>" and line["none"] is None
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", stamp)
+    assert before <= datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")) <= after
+
+
+def test_request_ids_are_uuid4_hex() -> None:
+    made = {logs.request_id_from(None) for _ in range(1000)}
+    assert len(made) == 1000
+    for rid in made:
+        assert len(rid) == 32 and uuid.UUID(rid).hex == rid and uuid.UUID(rid).version == 4
+    assert logs.request_id_from(b"caller-id-42") == "caller-id-42"
+    assert logs.request_id_from(b"has spaces") != "has spaces"

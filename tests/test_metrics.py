@@ -3,6 +3,8 @@ failover, a failure) through the official client, the answer read with Prometheu
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 from collections.abc import Iterator
@@ -12,9 +14,11 @@ import httpx2 as httpx
 import openai
 import pytest
 from openai import OpenAI
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from imagegate import metrics
+from imagegate.storage.signing import UrlSigner
 from tests.conftest import StartGateway
 from tests.emulators.openai import OpenAIEmulator
 from tests.harness import GatewayProcess, channel, free_port
@@ -182,3 +186,59 @@ def test_webhook_and_local_model_metrics(gateway_factory: StartGateway, emu: Ope
         attempts = [json.loads(line) for line in gw.logs().splitlines() if '"webhook attempt"' in line]
         assert [(a["task_id"], a["outcome"], a["status"]) for a in attempts] == [
             (task_id, "retry", 503), (task_id, "delivered", 204)]
+
+
+def test_hooks_count_on_their_labelled_series() -> None:
+    """The hooks reach each metric through remembered children: the same series as ``labels()``."""
+
+    def snapshot() -> dict[str, float]:
+        series = {
+            "jobs": ("imagegate_requests_total", {"surface": "s-t", "model": "m-t", "channel": "c-t",
+                                                  "status": "success"}),
+            "images": ("imagegate_images_delivered_total", {"surface": "s-t", "model": "m-t", "channel": "c-t"}),
+            "http": ("imagegate_http_responses_total", {"status": "418"}),
+            "added": ("imagegate_gateway_added_seconds_count", {"surface": "s-t"}),
+            "added_sum": ("imagegate_gateway_added_seconds_sum", {"surface": "s-t"}),
+            "total": ("imagegate_request_seconds_count", {"surface": "s-t"}),
+            "up": ("imagegate_upstream_seconds_count", {"channel": "c-t", "op": "poll"}),
+            "errors": ("imagegate_upstream_errors_total", {"channel": "c-t", "code": "upstream_error"}),
+            "failovers": ("imagegate_failovers_total", {"channel": "c-t"}),
+            "webhooks": ("imagegate_webhook_deliveries_total", {"outcome": "retry"}),
+            "in_flight": ("imagegate_requests_in_flight", {}),
+        }
+        return {k: REGISTRY.get_sample_value(name, labels) or 0.0 for k, (name, labels) in series.items()}
+
+    seen = snapshot()
+    for _ in range(2):
+        metrics.job_done("s-t", "m-t", "c-t", "success", 3)
+        metrics.IN_FLIGHT.inc()
+        metrics.request_done(418, "s-t", 0.002, 0.003)  # upstream longer than total: added 0
+        metrics.IN_FLIGHT.inc()
+        metrics.request_done(418, None, 0.002, 0.0)  # not a sync job: no latency
+        metrics.IN_FLIGHT.inc()
+        metrics.request_done(418, "s-t", 0.004, 0.001)
+        metrics.upstream("c-t", "poll", 0.1)
+        metrics.upstream_error("c-t", "upstream_error")
+        metrics.failover("c-t")
+        metrics.webhook("retry")
+    now = snapshot()
+    assert {k: now[k] - seen[k] for k in now} == pytest.approx({
+        "jobs": 2, "images": 6, "http": 6, "added": 4, "added_sum": 0.006, "total": 4, "up": 2, "errors": 2,
+        "failovers": 2, "webhooks": 2, "in_flight": 0})
+    metrics.channel_state("c-t", "open")
+    assert REGISTRY.get_sample_value("imagegate_channel_circuit_state", {"channel": "c-t"}) == 2
+    metrics.channel_state("c-t", "half_open")
+    assert REGISTRY.get_sample_value("imagegate_channel_circuit_state", {"channel": "c-t"}) == 1
+
+
+def test_owner_tag_is_remembered_and_unchanged() -> None:
+    signer, other = UrlSigner(b"secret-a"), UrlSigner(b"secret-b")
+
+    def expected(secret: bytes, account: str) -> str:
+        return hmac.new(secret, f"owner\n{account}".encode(), hashlib.sha256).hexdigest()[:16]
+
+    for round_ in range(2):  # computed, then remembered (and past the cache's bound: computed again)
+        for i in range(5000):
+            account = f"acc_{i}"
+            assert signer.owner_tag(account) == expected(b"secret-a", account), (round_, i)
+    assert other.owner_tag("acc_1") == expected(b"secret-b", "acc_1") != signer.owner_tag("acc_1")

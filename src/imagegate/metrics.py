@@ -90,43 +90,58 @@ _CIRCUIT_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 
 # ---- hooks: one call at each place something happens ------------------------------------------
 
-_children: dict[tuple[object, ...], Any] = {}
+class _Children(dict[Any, Any]):
+    """``metric.labels(*key)`` by label values (a tuple, or one value), remembered: the hot path is one
+    dict lookup instead of prometheus-client's checks and lock; ``str`` is applied to each value once."""
+
+    def __init__(self, metric: Any) -> None:
+        super().__init__()
+        self.metric = metric
+
+    def __missing__(self, key: Any) -> Any:
+        values = key if isinstance(key, tuple) else (key,)
+        child = self[key] = self.metric.labels(*(str(v) for v in values))
+        return child
 
 
-def _child(metric: Any, *labels: str) -> Any:
-    """``metric.labels(*labels)``, remembered: the hot path skips prometheus-client's checks and lock."""
-    key = (id(metric), *labels)
-    child = _children.get(key)
-    if child is None:
-        child = _children[key] = metric.labels(*labels)
-    return child
+_requests = _Children(REQUESTS)
+_http = _Children(HTTP_RESPONSES)
+_added = _Children(ADDED)
+_total = _Children(TOTAL)
+_upstream = _Children(UPSTREAM)
+_upstream_errors = _Children(UPSTREAM_ERRORS)
+_images = _Children(IMAGES)
+_failovers = _Children(FAILOVERS)
+_webhooks = _Children(WEBHOOKS)
+_circuit = _Children(CIRCUIT)
 
 
 def job_done(surface: str, model: str, channel: str, status: str, images: int) -> None:
-    _child(REQUESTS, surface, model, channel, status).inc()
+    _requests[surface, model, channel, status].inc()
     if images:
-        _child(IMAGES, surface, model, channel).inc(images)
+        _images[surface, model, channel].inc(images)
 
 
-def http_response(status: int) -> None:
-    _child(HTTP_RESPONSES, str(status)).inc()
-
-
-def sync_request(surface: str, total: float, upstream: float) -> None:
-    _child(TOTAL, surface).observe(total)
-    _child(ADDED, surface).observe(max(0.0, total - upstream))
+def request_done(status: int, sync_surface: str | None, total: float, upstream: float) -> None:
+    """The edge's counts when an HTTP request is answered: one fewer in flight, the answer's status
+    and, for a sync job (``sync_surface``), its total and gateway-added time."""
+    IN_FLIGHT.dec()
+    _http[status].inc()
+    if sync_surface is not None:
+        _total[sync_surface].observe(total)
+        _added[sync_surface].observe(total - upstream if total > upstream else 0.0)
 
 
 def upstream(channel: str, op: str, seconds: float) -> None:
-    _child(UPSTREAM, channel, op).observe(seconds)
+    _upstream[channel, op].observe(seconds)
 
 
 def upstream_error(channel: str, code: str) -> None:
-    UPSTREAM_ERRORS.labels(channel, code).inc()
+    _upstream_errors[channel, code].inc()
 
 
 def failover(channel: str) -> None:
-    FAILOVERS.labels(channel).inc()
+    _failovers[channel].inc()
 
 
 def stored(size: int) -> None:
@@ -134,7 +149,7 @@ def stored(size: int) -> None:
 
 
 def webhook(outcome: str) -> None:
-    WEBHOOKS.labels(outcome).inc()
+    _webhooks[outcome].inc()
 
 
 def batch(rows: int) -> None:
@@ -143,7 +158,7 @@ def batch(rows: int) -> None:
 
 def channel_state(channel: str, state: CircuitState) -> None:
     """Called by the circuit breaker whenever ``channel`` changes state (``breaker.StateHook``)."""
-    CIRCUIT.labels(channel).set(_CIRCUIT_VALUE[state])
+    _circuit[channel].set(_CIRCUIT_VALUE[state])
 
 
 # ---- multi-process mode --------------------------------------------------------------------------

@@ -91,36 +91,37 @@ class RequestEdge:
         if scope["type"] != "http" or scope["path"] in PROBES:
             await self.app(scope, receive, send)
             return
-        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+        given = None
+        for k, v in scope["headers"]:
+            if k == b"x-request-id":
+                given = v
+                break
         ctx = logs.begin(logs.request_id_from(given))
-        rid = ctx.id.encode()
         status = 500
 
         async def sending(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = list(message.get("headers", ()))
-                if not any(k == b"x-request-id" for k, _ in headers):
-                    headers.append((b"x-request-id", rid))
-                    message["headers"] = headers
+                headers = message.get("headers", ())
+                for k, _ in headers:
+                    if k == b"x-request-id":
+                        break
+                else:
+                    message["headers"] = [*headers, (b"x-request-id", ctx.id.encode())]
             await send(message)
 
-        self.drain.in_flight += 1
+        drain = self.drain
+        drain.in_flight += 1
         metrics.IN_FLIGHT.inc()
         try:
             await self.app(scope, receive, sending)
         finally:
-            self.drain.in_flight -= 1
-            metrics.IN_FLIGHT.dec()
+            drain.in_flight -= 1
             total = time.perf_counter() - ctx.started
-            metrics.http_response(status)
-            fields = ctx.fields
-            if ctx.sync_job:
-                metrics.sync_request(str(fields.get("surface", "")), total, ctx.upstream)
-            logs.request_line.info("request", request_id=ctx.id, method=scope["method"], path=scope["path"],
-                                   status=status, total_ms=round(total * 1000, 2),
-                                   upstream_ms=round(ctx.upstream * 1000, 2), **fields)
+            metrics.request_done(status, str(ctx.fields.get("surface", "")) if ctx.sync_job else None,
+                                 total, ctx.upstream)
+            logs.request_done(ctx, scope["method"], scope["path"], status, total)
 
 
 # ---- routes -------------------------------------------------------------------------------------

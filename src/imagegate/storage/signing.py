@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import time
@@ -17,6 +18,8 @@ class UrlSigner:
         if not secret:
             raise ValueError("the URL signing secret must not be empty")
         self._secret = secret
+        # An image is stored (and a key read) per request: each account's tag is computed once.
+        self._owner_tags = functools.lru_cache(maxsize=4096)(self._owner_tag)
 
     def sign(self, key: str, expires: int) -> str:
         mac = hmac.new(self._secret, f"{key}\n{expires}".encode(), hashlib.sha256).digest()
@@ -24,7 +27,10 @@ class UrlSigner:
 
     def owner_tag(self, account_id: str) -> str:
         """The mark of an account's images in their blob keys: 16 hex of an HMAC of its id (a key
-        names no account, and only this gateway can mark one)."""
+        names no account, and only this gateway can mark one). Remembered for the last 4096 accounts."""
+        return self._owner_tags(account_id)
+
+    def _owner_tag(self, account_id: str) -> str:
         return hmac.new(self._secret, f"owner\n{account_id}".encode(), hashlib.sha256).hexdigest()[:16]
 
     def derive(self, purpose: str) -> bytes:
