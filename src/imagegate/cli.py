@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate import __version__, audit
 from imagegate.accounts import create_account, create_key, find_key, list_accounts, list_keys, parse_expiry, revoke_key
@@ -31,18 +31,24 @@ Handler = Callable[[Settings, argparse.Namespace], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager
-async def _transaction(settings: Settings) -> AsyncIterator[AsyncSession]:
-    """A session in one transaction on the configured database, migrated first."""
+async def _sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the configured database, migrated first."""
     from imagegate.db.migrate import upgrade
     from imagegate.db.session import make_engine, make_sessionmaker
 
     await asyncio.to_thread(upgrade, settings.database_url)
     engine = make_engine(settings.database_url)
     try:
-        async with make_sessionmaker(engine).begin() as session:
-            yield session
+        yield make_sessionmaker(engine)
     finally:
         await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _transaction(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """A session in one transaction on the configured database, migrated first."""
+    async with _sessions(settings) as sessions, sessions.begin() as session:
+        yield session
 
 
 def _with_db(fn: Callable[[AsyncSession, argparse.Namespace], Awaitable[None]]) -> Handler:
@@ -114,15 +120,9 @@ async def accounts_topup(session: AsyncSession, args: argparse.Namespace) -> Non
 async def accounts_show(settings: Settings, args: argparse.Namespace) -> None:
     from imagegate.billing.ledger import Ledger
     from imagegate.billing.prices import from_micro
-    from imagegate.db.migrate import upgrade
-    from imagegate.db.session import make_engine, make_sessionmaker
 
-    await asyncio.to_thread(upgrade, settings.database_url)
-    engine = make_engine(settings.database_url)
-    try:
-        st = await Ledger(make_sessionmaker(engine)).statement(args.id)
-    finally:
-        await engine.dispose()
+    async with _sessions(settings) as sessions:
+        st = await Ledger(sessions).statement(args.id)
     if st is None:
         raise SystemExit(f"no account {args.id!r}")
     print(f"account: {st.account_id}")
@@ -210,38 +210,30 @@ async def webhooks_list(session: AsyncSession, args: argparse.Namespace) -> None
 
 
 async def webhooks_resume(settings: Settings, args: argparse.Namespace) -> None:
-    from imagegate.db.session import make_engine, make_sessionmaker
     from imagegate.tasks.webhooks import resume_endpoint
 
-    engine = make_engine(settings.database_url)
-    try:
-        sessions = make_sessionmaker(engine)
-        due = await resume_endpoint(sessions, args.url)
+    async with _sessions(settings) as sessions:
+        try:
+            due = await resume_endpoint(sessions, args.url)
+        except LookupError as exc:
+            raise SystemExit(f"imagegate: {exc}") from None
         async with sessions.begin() as session:
             await audit.record(session, audit.cli_actor(), "webhook.resume", f"webhook:{args.url}",
                                {"pending_deliveries": due})
-    except LookupError as exc:
-        raise SystemExit(f"imagegate: {exc}") from None
-    finally:
-        await engine.dispose()
     print(f"resumed {args.url}: {due} pending deliveries are sent now")
 
 
 async def webhooks_retry(settings: Settings, args: argparse.Namespace) -> None:
-    from imagegate.db.session import make_engine, make_sessionmaker
     from imagegate.tasks.webhooks import retry_delivery
 
-    engine = make_engine(settings.database_url)
-    try:
-        sessions = make_sessionmaker(engine)
-        d = await retry_delivery(sessions, args.id)
+    async with _sessions(settings) as sessions:
+        try:
+            d = await retry_delivery(sessions, args.id)
+        except (LookupError, ValueError) as exc:
+            raise SystemExit(f"imagegate: {exc}") from None
         async with sessions.begin() as session:
             await audit.record(session, audit.cli_actor(), "webhook.retry", f"webhook_delivery:{d.id}",
                                {"task_id": d.task_id, "url": d.url})
-    except (LookupError, ValueError) as exc:
-        raise SystemExit(f"imagegate: {str(exc).strip(chr(34) + chr(39))}") from None
-    finally:
-        await engine.dispose()
     print(f"delivery {d.id} of task {d.task_id} is sent again now (attempt {d.attempts + 1})")
 
 
