@@ -175,7 +175,8 @@ class Gateway:
         outcome.cost = await asyncio.shield(
             self.billing.settle(hold, job, len(outcome.delivered), outcome.usage))
         self.usage_log.record(request_id, principal, job, channel=outcome.channel, status="success",
-                              images=len(outcome.delivered), cost=outcome.cost, started=started)
+                              images=len(outcome.delivered), cost=outcome.cost, started=started,
+                              blobs=[d.blob for d in outcome.delivered if d.blob is not None])
         return outcome
 
     # ---- one step of a job (shared by sync and async) ---------------------------------------

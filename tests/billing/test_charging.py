@@ -174,6 +174,19 @@ def test_usage_totals(gw: GatewayProcess, emu: OpenAIEmulator, funded: tuple[str
     assert _usage(gw, key, status="ok", expect=400)["error"]["param"] == "status"
 
 
+def test_usage_rows_link_their_stored_images(gw: GatewayProcess, funded: tuple[str, str]) -> None:
+    import httpx2 as httpx
+
+    _account, key = funded
+    r = generate(gw, key, model="img-flat", n=2, response_format="url")
+    assert r.status_code == 200, r.text
+    answered = [httpx.get(item["url"]).content for item in r.json()["data"]]
+    assert generate(gw, key, model="img-flat", response_format="b64_json").status_code == 200
+    b64_row, url_row = _usage(gw, key, limit=2)["data"]
+    assert b64_row["image_urls"] == []  # base64 answers are never stored: nothing to link
+    assert [httpx.get(u).content for u in url_row["image_urls"]] == answered
+
+
 def _usage(gw: GatewayProcess, key: str, expect: int = 200, **params: Any) -> dict[str, Any]:
     import httpx2 as httpx
 

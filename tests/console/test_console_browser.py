@@ -65,6 +65,10 @@ def test_a_caller_signs_in_with_a_key_generates_and_sees_the_image(gw: GatewayPr
     page.get_by_role("link", name="My account").click()
     page.get_by_role("button", name="Reveal webhook secret").wait_for()
     assert page.evaluate(UNNAMED_CONTROLS) == []
+    # The request history shows the picture just made (a stored image, loaded: not a broken icon).
+    thumb = page.get_by_role("img", name="Request result image").first
+    thumb.wait_for()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle())
 
 
 RECORD_FORMS = """

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from decimal import Decimal
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -24,7 +25,7 @@ from imagegate.api import admin_channels
 from imagegate.api.admin_channels import ActorDep
 from imagegate.api.deps import StateDep, state_of
 from imagegate.api.keys import key_body
-from imagegate.api.render import json_response
+from imagegate.api.render import blob_url, json_response
 from imagegate.api.tasks import deliveries
 from imagegate.api.usage import Before, Limit, ModelFilter, Since, StatusFilter, money, succeeded, usage_body
 from imagegate.billing.ledger import credit
@@ -188,7 +189,7 @@ async def usage(state: StateDep, account_id: str | None = None, limit: Limit = 5
     async with state.sessions() as s:
         report = await usage_report(s, account_id, limit=limit, before=before, since=since, model=model,
                                     succeeded=succeeded(status))
-    return json_response({"object": "usage", "account_id": account_id, **usage_body(report)})
+    return json_response({"object": "usage", "account_id": account_id, **usage_body(report, partial(blob_url, state))})
 
 
 @router.get("/tasks", summary="List async tasks, newest first")

@@ -25,7 +25,7 @@ from imagegate.api.conversation import fit_references, public_model
 from imagegate.api.deps import StateDep, WorkPrincipalDep
 from imagegate.api.images import pydantic_error, source_from_string
 from imagegate.api.parsing import async_flag, json_object
-from imagegate.api.render import answer_headers
+from imagegate.api.render import answer_headers, blob_url
 from imagegate.api.schemas import ImageRequest
 from imagegate.core.errors import ImagegateError, InvalidRequest, ModelNotFound
 from imagegate.core.job import ImageJob, ImageSource, NativeRequest, Usage
@@ -216,7 +216,7 @@ def contents(state: AppState, outcome: Outcome | Result, n: int) -> list[str]:
 
 def _url(state: AppState, blob: str | None, b64: str | None, mime: str) -> str:
     if blob is not None:
-        return state.store.url_for(blob, ttl=state.settings.url_ttl)
+        return blob_url(state, blob)
     return f"data:{mime};base64,{b64 or ''}"
 
 

@@ -32,12 +32,17 @@ def answer_headers(request_id: str, dropped: Sequence[str] = (), adjusted: Seque
     return headers
 
 
+def blob_url(state: AppState, key: str) -> str:
+    """The signed URL, valid ``url_ttl`` seconds, of a stored image: how every answer links one."""
+    return state.store.url_for(key, ttl=state.settings.url_ttl)
+
+
 async def image_items(state: AppState, delivered: list[Delivered], fmt: ResponseFormat) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for d in delivered:
         item: dict[str, Any] = {}
         if fmt == "url" and d.blob is not None:
-            item["url"] = state.store.url_for(d.blob, ttl=state.settings.url_ttl)
+            item["url"] = blob_url(state, d.blob)
         elif d.b64 is not None:
             item["b64_json"] = d.b64
         elif d.blob is not None:

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from imagegate.api import chat, gemini, images
 from imagegate.api.answer import Render, Result
 from imagegate.api.deps import PrincipalDep, StateDep
-from imagegate.api.render import json_response
+from imagegate.api.render import blob_url, json_response
 from imagegate.core.errors import InvalidRequest, TaskNotFound
 from imagegate.core.job import ImageJob, Surface
 from imagegate.db.models import Task
@@ -53,7 +53,7 @@ async def task_object(state: AppState, task: Task) -> dict[str, Any]:
             data = {**data, "model": task.model}
     elif task.status in TASK_ACTIVE and (task.state or {}).get("partial"):
         # The latest partial image of a running task whose caller asked for ``partial_images``.
-        data = {"partial_image_url": state.store.url_for(task.state["partial"], ttl=state.settings.url_ttl)}
+        data = {"partial_image_url": blob_url(state, task.state["partial"])}
     return {**_head(task), "data": data, "search_item": ""}
 
 
@@ -78,7 +78,7 @@ def task_summary(state: AppState, task: Task) -> dict[str, Any]:
     if task.status == SUCCESS and task.result is not None:
         for d in TaskResult.model_validate(task.result).delivered:
             if d.blob is not None:
-                images.append({"url": state.store.url_for(d.blob, ttl=state.settings.url_ttl),
+                images.append({"url": blob_url(state, d.blob),
                                "width": d.width, "height": d.height})
     return {**_head(task), "object": "image.task", "model": task.model, "images": images,
             "webhook": task.webhook_url is not None}

@@ -7,13 +7,15 @@ and the integer ``*_micros`` the ledger keeps. Recent requests are newest first;
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from imagegate.api.deps import PrincipalDep, StateDep
-from imagegate.api.render import json_response
+from imagegate.api.render import blob_url, json_response
 from imagegate.billing.prices import from_micro
 from imagegate.billing.usage import UsageReport, usage_report
 from imagegate.db.models import UsageRecord
@@ -25,14 +27,18 @@ def money(name: str, micros: int) -> dict[str, Any]:
     return {name: from_micro(micros), f"{name}_micros": micros}
 
 
-def usage_row(r: UsageRecord) -> dict[str, Any]:
+UrlFor = Callable[[str], str]
+"""A stored image's key → a signed URL of it."""
+
+
+def usage_row(r: UsageRecord, url_for: UrlFor) -> dict[str, Any]:
     return {"id": r.id, "request_id": r.request_id, "account_id": r.account_id, "key_id": r.key_id,
             "model": r.model, "channel": r.channel, "surface": r.surface, "status": r.status,
             "images": r.images, **money("cost", r.cost), "latency_ms": r.latency_ms,
-            "created_at": int(r.created_at)}
+            "created_at": int(r.created_at), "image_urls": [url_for(b) for b in r.blobs or ()]}
 
 
-def usage_body(report: UsageReport) -> dict[str, Any]:
+def usage_body(report: UsageReport, url_for: UrlFor) -> dict[str, Any]:
     return {
         "totals": {
             "requests": report.requests, "succeeded": report.succeeded,
@@ -41,7 +47,7 @@ def usage_body(report: UsageReport) -> dict[str, Any]:
             "by_model": {m: {"requests": t.requests, "succeeded": t.succeeded, "images": t.images,
                              **money("cost", t.cost)} for m, t in report.by_model.items()},
         },
-        "data": [usage_row(r) for r in report.recent],
+        "data": [usage_row(r, url_for) for r in report.recent],
         "has_more": report.has_more,
         "next_before": report.recent[-1].id if report.has_more and report.recent else None,
     }
@@ -71,5 +77,5 @@ async def usage(state: StateDep, principal: PrincipalDep, limit: Limit = 20, bef
     held = statement.held if statement else 0
     return json_response({
         "object": "usage", "account_id": principal.account_id, "unlimited": principal.unlimited,
-        **money("balance", balance), **money("held", held), **usage_body(report),
+        **money("balance", balance), **money("held", held), **usage_body(report, partial(blob_url, state)),
     })

@@ -32,14 +32,15 @@ class UsageLog:
         self._task: asyncio.Task[None] | None = None
 
     def record(self, request_id: str, principal: Principal, job: ImageJob, *, channel: str, status: str,
-               images: int, cost: int, started: float) -> None:
+               images: int, cost: int, started: float, blobs: list[str] | None = None) -> None:
+        """One finished request (or task); ``blobs``: the keys of its stored images."""
         metrics.job_done(job.surface, job.model, channel, status, images)
         logs.annotate(channel=channel, outcome=status, images=images, cost=cost)  # the request's log line
         self._rows.append({
             "request_id": request_id, "account_id": principal.account_id, "key_id": principal.key_id,
             "model": job.model, "channel": channel, "surface": job.surface, "status": status,
             "images": images, "cost": cost, "latency_ms": int((time.monotonic() - started) * 1000),
-            "created_at": time.time(),
+            "created_at": time.time(), "blobs": blobs or None,
         })
 
     async def flush(self) -> None:

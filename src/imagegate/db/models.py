@@ -169,6 +169,8 @@ class UsageRecord(Base):
     cost: Mapped[int] = mapped_column(BigInteger, default=0)
     latency_ms: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[float] = mapped_column(Float, index=True)
+    blobs: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    """The stored images' keys (thumbnails in the history); None when none was stored (``b64_json``)."""
 
 
 class WebhookDelivery(Base):

@@ -269,7 +269,8 @@ class TaskRunner:
         who = Principal(task.key_id, task.account_id, None, None, False)
         self.gateway.usage_log.record(task.id, who, job, channel=jstate.channel or "", status=code,
                                     images=delivered, cost=result.cost if result else 0,
-                                    started=time.monotonic() - (now - task.submit_time))
+                                    started=time.monotonic() - (now - task.submit_time),
+                                    blobs=[d.blob for d in result.delivered if d.blob] if result else None)
         lifecycle.info("task finished", task_id=task.id, status=status, code=code, model=job.model,
                        channel=jstate.channel or "", images=delivered, cost=result.cost if result else 0,
                        seconds=round(now - task.submit_time, 3), attempts=task.attempts)

@@ -12,6 +12,9 @@ export async function account(view) {
   const taskBox = h('section', { 'aria-label': t('acct.task') });
   const keyBox = h('section', { 'aria-label': t('acct.key') });
   view.append(top, charts, history, taskBox, keyBox);
+  // Thumbnails of stored images; one removed by retention since is dropped, not shown broken.
+  const thumbs = (images, alt) => h('span', { class: 'thumbs' }, images.map((i) => h('img', {
+    src: i.url, alt, class: 'thumb', loading: 'lazy', onerror: (e) => e.target.remove() })));
 
   let usage;
   try {
@@ -51,7 +54,9 @@ export async function account(view) {
     const rows = body.data;
     list.replaceChildren(table(t('acct.history'), [
       [t('col.time'), (r) => when(r.created_at)], [t('col.model'), (r) => r.model], [t('col.surface'), (r) => r.surface],
-      [t('col.status'), (r) => r.status], [t('col.images'), (r) => String(r.images)], [t('col.cost'), (r) => money(r.cost)],
+      [t('col.status'), (r) => r.status],
+      [t('col.images'), (r) => (r.image_urls.length ? thumbs(r.image_urls.map((url) => ({ url })), t('acct.request-image')) : String(r.images))],
+      [t('col.cost'), (r) => money(r.cost)],
       [t('col.latency'), (r) => `${r.latency_ms} ms`], [t('col.request'), (r) => h('code', {}, r.request_id.slice(0, 12))],
     ], rows));
     prev.disabled = page === 0;
@@ -76,8 +81,6 @@ export async function account(view) {
   const taskPrev = h('button', { type: 'button' }, t('prev'));
   const taskNext = h('button', { type: 'button' }, t('next'));
   let taskPage = 0;
-  const thumbs = (images) => h('span', { class: 'thumbs' },
-    images.map((i) => h('img', { src: i.url, alt: t('acct.task-image'), class: 'thumb', loading: 'lazy' })));
   async function drawTasks() {
     const before = taskCursors[taskPage];
     const body = (await api(`v1/images/tasks?limit=10${taskStatus.value ? `&status=${taskStatus.value}` : ''}`
@@ -86,7 +89,7 @@ export async function account(view) {
     taskList.replaceChildren(table(t('acct.tasks'), [
       [t('col.time'), (r) => when(r.submit_time)], [t('col.id'), (r) => h('code', {}, r.task_id.slice(0, 12))],
       [t('col.model'), (r) => r.model], [t('col.status'), (r) => r.status], [t('acct.progress'), (r) => r.progress],
-      [t('col.images'), (r) => thumbs(r.images)],
+      [t('col.images'), (r) => thumbs(r.images, t('acct.task-image'))],
       [t('col.actions'), (r) => h('button', { type: 'button', onclick: () => showTask(r.task_id) },
         t('acct.details-of', { id: r.task_id.slice(0, 8) }))],
     ], body.data, t('acct.no-tasks')));
