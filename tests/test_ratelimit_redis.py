@@ -1,4 +1,5 @@
-"""Per-key limits shared by several gateway processes through Redis (``redis_url``). Skipped
+"""Per-key limits and per-channel ``rpm`` shared by several gateway processes through Redis
+(``redis_url``). Skipped
 where no Redis answers on 127.0.0.1:6379 (a user's fresh machine has none; CI's has one)."""
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx2 as httpx
 import pytest
+from openai import OpenAI
 
 from imagegate.accounts import Principal
 from imagegate.core.errors import RateLimited
 from imagegate.ratelimit import RateLimiter
 from tests.conftest import StartGateway
+from tests.emulators.openai import OpenAIEmulator
+from tests.harness import channel
 
 REDIS = "redis://127.0.0.1:6379"
 
@@ -75,3 +79,20 @@ def test_a_gateway_with_two_workers_counts_once(gateway_factory: StartGateway) -
             statuses.append(client.post("/v1/images/generations", json=body,
                                         headers={"Connection": "close"}).status_code)
     assert statuses.count(200) == 4 and statuses.count(429) == 4
+
+
+def test_two_replicas_send_a_channel_no_more_than_its_rpm(gateway_factory: StartGateway) -> None:
+    """A channel's ``rpm`` is the upstream's quota: two replicas on one Redis spend one window, and
+    the excess goes to the next channel (each replica alone would have sent 2 + 2)."""
+    name = f"quota-{uuid.uuid4().hex[:8]}"  # a window of its own in the shared Redis
+    with OpenAIEmulator() as limited, OpenAIEmulator() as spare:
+        config = {"redis_url": REDIS, "local_model": False, "channels": [
+            channel(name, "openai", limited.url + "/v1", {"gpt-image-1": "gpt-image-1"}, priority=0, rpm=2),
+            channel("spare", "openai", spare.url + "/v1", {"gpt-image-1": "gpt-image-1"}, priority=1)]}
+        replicas = [gateway_factory(config, name="a"), gateway_factory(config, name="b")]
+        for i in range(6):
+            gw = replicas[i % 2]
+            r = OpenAI(base_url=gw.url + "/v1", api_key=gw.key(), max_retries=0).images.generate(
+                model="gpt-image-1", prompt="a lighthouse", response_format="b64_json")
+            assert r.data and r.data[0].b64_json
+        assert (len(limited.calls), len(spare.calls)) == (2, 4)

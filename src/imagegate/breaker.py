@@ -1,7 +1,10 @@
 """Channel health: a circuit breaker, a concurrency cap, a rate limit and upstream back-off per
-channel, all in this process's memory (each worker and replica judges its channels alone).
+channel. The breaker, the cap and the back-off live in this process's memory (each worker and
+replica judges its channels alone); the rate limit (``rpm``) is counted by a ``SlotTaker`` — one
+window shared by every process through Redis when ``redis_url`` is set (``state.py`` passes the
+``RateLimiter``'s), this process's own otherwise.
 
-``ChannelHealth.admit(channel)`` is asked before each submission to a channel: it answers a
+``await ChannelHealth.admit(channel)`` is asked before each submission to a channel: it answers a
 ``Ticket`` (go) or a ``Refusal`` (skip this channel: ``open``, ``busy``, ``rate_limited``,
 ``backing_off``). ``release(ticket)`` when the submission ends, then ``judge(ticket, ...)`` says
 how it went:
@@ -16,18 +19,20 @@ how it went:
 An upstream's own 429 is not a failure of the channel: it backs the channel off for its
 ``Retry-After`` (without one, the next request tries it again). Answers the upstream gave on
 purpose (a refused prompt, an invalid request) count as successes: the channel works. Nothing
-here touches the database, and every call is a few dictionary operations (the hot path).
+here touches the database, and every call is a few dictionary operations (the hot path) — plus,
+for a channel with an ``rpm``, one count in its window.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from limits import RateLimitItemPerMinute, storage, strategies
+from limits import RateLimitItemPerMinute
+from limits.aio import storage, strategies
 
 from imagegate.config import ChannelConfig
 
@@ -39,6 +44,25 @@ Outcome = Literal["success", "failure", "rate_limited"]
 Reason = Literal["open", "busy", "rate_limited", "backing_off"]
 StateHook = Callable[[str, State], None]
 """Called with (channel name, new state) whenever a breaker changes state (metrics)."""
+SlotTaker = Callable[[str, int], Awaitable[float]]
+"""Takes one request of (channel name, requests per minute): 0 when taken, else the seconds until
+the window frees one."""
+
+
+def memory_slots() -> SlotTaker:
+    """This process's own per-minute windows (no Redis)."""
+    window = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+    items: dict[int, RateLimitItemPerMinute] = {}
+
+    async def take(name: str, rpm: int) -> float:
+        item = items.get(rpm)
+        if item is None:
+            item = items[rpm] = RateLimitItemPerMinute(rpm, namespace="channel")
+        if await window.hit(item, name):
+            return 0.0
+        return max(0.001, (await window.get_window_stats(item, name)).reset_time - time.time())
+
+    return take
 
 
 @dataclass
@@ -74,12 +98,12 @@ class Refusal:
 
 
 class ChannelHealth:
-    def __init__(self, on_change: StateHook | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, on_change: StateHook | None = None, clock: Callable[[], float] = time.monotonic,
+                 slots: SlotTaker | None = None) -> None:
         self._channels: dict[str, _Channel] = {}
         self._on_change = on_change
         self._clock = clock
-        self._rpm_window = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
-        self._rpm_items: dict[int, RateLimitItemPerMinute] = {}
+        self._slots = slots or memory_slots()
 
     def _get(self, name: str) -> _Channel:
         ch = self._channels.get(name)
@@ -93,7 +117,7 @@ class ChannelHealth:
             if self._on_change is not None:
                 self._on_change(name, state)
 
-    def admit(self, channel: ChannelConfig) -> Ticket | Refusal:
+    async def admit(self, channel: ChannelConfig) -> Ticket | Refusal:
         name, now = channel.name, self._clock()
         ch = self._get(name)
         probe = False
@@ -110,16 +134,20 @@ class ChannelHealth:
             return Refusal(name, "backing_off", ch.backoff_until - now)
         if channel.max_inflight is not None and ch.inflight >= channel.max_inflight:
             return Refusal(name, "busy", 1.0)
-        if channel.rpm is not None:
-            item = self._rpm_items.get(channel.rpm)
-            if item is None:
-                item = self._rpm_items[channel.rpm] = RateLimitItemPerMinute(channel.rpm, namespace="channel")
-            if not self._rpm_window.hit(item, name):
-                reset = self._rpm_window.get_window_stats(item, name).reset_time
-                return Refusal(name, "rate_limited", max(1.0, reset - time.time()))
+        # Reserved before the rate window is asked (an await): the cap holds for concurrent admits.
         ch.inflight += 1
         ch.probing = ch.probing or probe
-        return Ticket(name, now, probe)
+        ticket = Ticket(name, now, probe)
+        if channel.rpm is not None:
+            try:
+                wait = await self._slots(name, channel.rpm)
+            except BaseException:
+                self.release(ticket)
+                raise
+            if wait > 0:
+                self.release(ticket)
+                return Refusal(name, "rate_limited", max(1.0, wait))
+        return ticket
 
     def release(self, ticket: Ticket) -> None:
         """The submission of ``ticket`` ended (answered, failed or cancelled): no longer in flight."""

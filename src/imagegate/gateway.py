@@ -236,7 +236,7 @@ class Gateway:
         for route in routes:
             if route.channel.name in state.tried:
                 continue
-            ticket = self.health.admit(route.channel) if gated else None
+            ticket = await self.health.admit(route.channel) if gated else None
             if isinstance(ticket, Refusal):  # open breaker, over its cap or rate, backing off: skip it
                 refused.append(ticket)
                 continue

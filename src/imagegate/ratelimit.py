@@ -1,4 +1,5 @@
-"""Per-key request limits (the ``limits`` package: memory embedded, Redis shared).
+"""Per-key request limits, and the per-channel ``rpm`` windows (the ``limits`` package: memory
+embedded, Redis shared).
 
 A key's ``rpm`` limits the requests that create work — image generations and edits, Gemini
 ``generateContent``/``streamGenerateContent``, chat completions: ``rpm = 10`` allows 10 of them
@@ -7,7 +8,9 @@ itself) have a window of their own, ``max(60, 10 × rpm)`` per minute, so a clie
 tasks never spends its budget for images. A key without ``rpm`` has no limit at all.
 
 The memory backend counts per process — with several ``--workers`` each counts alone, so
-configure ``redis_url`` to share one count between workers and replicas.
+configure ``redis_url`` to share one count between workers and replicas. A channel's ``rpm``
+(``channel_slot``, the circuit breaker's ``SlotTaker``) is counted the same way: with Redis, N
+replicas together send a channel at most its ``rpm``.
 
 Redis down: the limiter falls back to this process's memory windows (each replica then counts
 alone, so a key may get up to N × its rpm across N replicas) rather than refusing requests or
@@ -32,6 +35,7 @@ from imagegate.core.errors import RateLimited
 log = logging.getLogger("imagegate.ratelimit")
 
 Kind = Literal["work", "read"]
+CHANNEL_NAMESPACE = "imagegate-channel-rpm"
 RETRY_SECONDS = 5.0
 TIMEOUT = 1.0
 MIN_READS_PER_MINUTE = 60
@@ -54,7 +58,7 @@ class RateLimiter:
         self._window = strategies.MovingWindowRateLimiter(self._backend)
         self._local = (strategies.MovingWindowRateLimiter(storage.storage_from_string("async+memory://"))
                        if redis_url else self._window)
-        self._items: dict[tuple[Kind, int], RateLimitItemPerMinute] = {}
+        self._items: dict[tuple[str, int], RateLimitItemPerMinute] = {}
         self._retry_at = 0.0
         self.healthy: bool | None = True if redis_url else None
         """None: memory only; else whether the shared (Redis) count answered last time."""
@@ -75,19 +79,29 @@ class RateLimiter:
                 return allowed, self._window
         return await self._local.hit(item, key), self._local
 
+    async def _take(self, namespace: str, key: str, per_minute: int) -> float:
+        """One request of ``key``'s window of ``per_minute``: 0 when taken, else the seconds until
+        the window frees its oldest slot (when a retry can succeed)."""
+        item = self._items.get((namespace, per_minute))
+        if item is None:
+            item = self._items[(namespace, per_minute)] = RateLimitItemPerMinute(per_minute, namespace=namespace)
+        allowed, window = await self._hit(item, key)
+        if allowed:
+            return 0.0
+        return max(0.001, (await window.get_window_stats(item, key)).reset_time - time.time())
+
+    async def channel_slot(self, channel: str, rpm: int) -> float:
+        """A channel's ``rpm`` window (``breaker.SlotTaker``)."""
+        return await self._take(CHANNEL_NAMESPACE, channel, rpm)
+
     async def hit(self, who: Principal, kind: Kind = "work") -> None:
         if not who.rpm:
             return
         limit = limit_for(who.rpm, kind)
-        item = self._items.get((kind, limit))
-        if item is None:
-            item = self._items[(kind, limit)] = RateLimitItemPerMinute(limit, namespace=self._NAMESPACES[kind])
-        allowed, window = await self._hit(item, who.key_id)
-        if allowed:
+        seconds = await self._take(self._NAMESPACES[kind], who.key_id, limit)
+        if not seconds:
             return
-        # The window frees its oldest slot at ``reset_time``: that is when a retry can succeed.
-        stats = await window.get_window_stats(item, who.key_id)
-        wait = max(1, math.ceil(stats.reset_time - time.time()))
+        wait = max(1, math.ceil(seconds))
         if kind == "work":
             message = f"Rate limit reached for this API key: {limit} requests per minute."
         else:

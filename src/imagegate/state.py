@@ -118,6 +118,7 @@ async def build_state(settings: Settings) -> AppState:
     sessions = make_sessionmaker(engine)
     http = make_session()
     safe = SafeClient(settings.outbound_allowlist)
+    limiter = RateLimiter(settings.redis_url)  # per-key limits and per-channel rpm windows
     secret = await url_secret(settings, sessions)
     urls = FileUrls(settings.public_url, UrlSigner(secret))
     store = open_store(settings.storage_url, public_url=settings.public_url, secret=secret, storage=settings.storage)
@@ -131,7 +132,7 @@ async def build_state(settings: Settings) -> AppState:
     gateway = Gateway(router=channels.build([]), store=store, urls=urls, safe=safe, billing=billing,
                       usage_log=usage_log, max_file_bytes=settings.limits.max_file_bytes,
                       max_image_pixels=settings.limits.max_image_pixels,
-                      health=ChannelHealth(on_change=metrics.channel_state))
+                      health=ChannelHealth(on_change=metrics.channel_state, slots=limiter.channel_slot))
     await channels.reload()  # the stored channels join the configuration's
     events = open_events(settings.redis_url)
     tasks = TaskService(settings, sessions, gateway, events)
@@ -152,7 +153,7 @@ async def build_state(settings: Settings) -> AppState:
         chore.start()
     state = AppState(settings=settings, engine=engine, sessions=sessions, http=http, safe=safe, store=store,
                     urls=urls, gateway=gateway, keys=keys, channels=channels,
-                    billing=billing, usage_log=usage_log, limiter=RateLimiter(settings.redis_url),
+                    billing=billing, usage_log=usage_log, limiter=limiter,
                     tasks=tasks, idempotency=idempotency, instance=instance, chores=chores,
                     events=events, unannounce=unannounce)
     watcher.on(PRICES, state.reload_prices)

@@ -19,14 +19,14 @@ class Clock:
         return self.now
 
 
-def test_error_rate_over_the_window_opens_without_consecutive_failures() -> None:
+async def test_error_rate_over_the_window_opens_without_consecutive_failures() -> None:
     clock = Clock()
     ch = ChannelConfig(name="c", provider="openai",
                        breaker={"failures": 100, "error_rate": 0.5, "window": 60, "min_requests": 10})
     changes: list[str] = []
     health = ChannelHealth(on_change=lambda name, state: changes.append(state), clock=clock)
     for i in range(10):  # alternate: never two failures in a row, but half of them fail
-        ticket = health.admit(ch)
+        ticket = await health.admit(ch)
         assert isinstance(ticket, Ticket)
         health.release(ticket)
         health.judge(ticket, ch, "failure" if i % 2 else "success")
@@ -34,23 +34,23 @@ def test_error_rate_over_the_window_opens_without_consecutive_failures() -> None
     assert health.state("c") == "open" and changes == ["open"]
 
 
-def test_old_outcomes_leave_the_window() -> None:
+async def test_old_outcomes_leave_the_window() -> None:
     clock = Clock()
     health = ChannelHealth(clock=clock)
     ch = ChannelConfig(name="c", provider="openai",
                        breaker={"failures": 100, "error_rate": 0.5, "window": 10, "min_requests": 4})
     for outcome in ("failure", "failure", "failure"):
-        ticket = health.admit(ch)
+        ticket = await health.admit(ch)
         assert isinstance(ticket, Ticket)
         health.release(ticket)
         health.judge(ticket, ch, outcome)  # type: ignore[arg-type]
     clock.now += 30  # those failures are older than the window
     for _ in range(3):
-        ticket = health.admit(ch)
+        ticket = await health.admit(ch)
         assert isinstance(ticket, Ticket)
         health.release(ticket)
         health.judge(ticket, ch, "success")
-    ticket = health.admit(ch)
+    ticket = await health.admit(ch)
     assert isinstance(ticket, Ticket)
     health.release(ticket)
     health.judge(ticket, ch, "failure")
