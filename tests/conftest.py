@@ -1,4 +1,5 @@
-"""Shared fixtures: gateways started as real processes (see ``harness.py``)."""
+"""Shared fixtures: gateways started as real processes (see ``harness.py``), and an OpenAI
+emulator per test module (``emu``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.emulators.openai import OpenAIEmulator
 from tests.harness import GatewayProcess, start_gateway
 
 StartGateway = Callable[..., GatewayProcess]
@@ -41,3 +43,11 @@ def module_gateway_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     yield start
     for gw in started:
         gw.stop()
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[OpenAIEmulator]:
+    """An OpenAI-compatible upstream for this test module (``emu.reset()`` between tests where
+    they script failures)."""
+    with OpenAIEmulator() as e:
+        yield e

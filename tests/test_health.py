@@ -8,7 +8,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 
 import httpx2 as httpx
 import pytest
@@ -18,12 +17,6 @@ from tests.emulators.openai import OpenAIEmulator
 from tests.harness import channel
 
 MODELS = {"gpt-image-1": "gpt-image-1"}
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[OpenAIEmulator]:
-    with OpenAIEmulator() as e:
-        yield e
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,6 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2 as httpx
@@ -32,12 +31,6 @@ from tests.tasks.conftest import submit, wait_task
 
 MODELS = {"gpt-image-1": "gpt-image-1"}
 PROMPT = "a very particular lighthouse at dusk"
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[OpenAIEmulator]:
-    with OpenAIEmulator() as e:
-        yield e
 
 
 def start(factory: StartGateway, emu: OpenAIEmulator, **extra: Any) -> GatewayProcess:

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
@@ -27,12 +26,6 @@ from tests.tasks.conftest import WebhookReceiver, submit, wait_task
 ADMIN = "admin-token-for-metrics"
 MODELS = {"gpt-image-1": "gpt-image-1"}
 PATH = "/images/generations"
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[OpenAIEmulator]:
-    with OpenAIEmulator() as e:
-        yield e
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import struct
 import zlib
-from collections.abc import Iterator
 
 import httpx2 as httpx
 import openai
@@ -21,12 +20,6 @@ from tests.images import decode_image as decode
 from tests.images import fetch_image
 
 MODELS = {"gpt-image-1": "gpt-image-1", "dall-e-3": "dall-e-3", "dall-e-2": "dall-e-2"}
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[OpenAIEmulator]:
-    with OpenAIEmulator() as e:
-        yield e
 
 
 @pytest.fixture(scope="module")

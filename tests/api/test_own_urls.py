@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2 as httpx
@@ -22,12 +21,6 @@ from tests.harness import GatewayProcess, channel
 
 TTL = 3
 LINK = re.compile(r"!\[image\]\((\S+)\)")
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[OpenAIEmulator]:
-    with OpenAIEmulator() as e:
-        yield e
 
 
 @pytest.fixture(scope="module")

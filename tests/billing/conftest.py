@@ -4,7 +4,6 @@ read-only look into a gateway's ledger (straight from its SQLite file, as an aud
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +30,6 @@ MICRO = 1_000_000
 def priced_config(emu: OpenAIEmulator, **extra: Any) -> dict[str, Any]:
     return {"channels": [channel("c1", "openai", emu.url + "/v1", MODELS)], "local_model": False,
             "prices": PRICES, **extra}
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[OpenAIEmulator]:
-    with OpenAIEmulator() as e:
-        yield e
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ of this gateway) in ``GET /v1/images/tasks/{id}`` while it runs."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx2 as httpx
 import pytest
@@ -13,12 +12,6 @@ from tests.conftest import StartGateway
 from tests.emulators.openai import OpenAIEmulator
 from tests.harness import GatewayProcess, channel
 from tests.images import fetch_image
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[OpenAIEmulator]:
-    with OpenAIEmulator() as e:
-        yield e
 
 
 @pytest.fixture(scope="module")

@@ -27,12 +27,6 @@ MODELS = {"gpt-image-1": "gpt-image-1", "dall-e-3": "dall-e-3", "dall-e-2": "dal
 
 
 @pytest.fixture(scope="module")
-def emu() -> Iterator[OpenAIEmulator]:
-    with OpenAIEmulator() as e:
-        yield e
-
-
-@pytest.fixture(scope="module")
 def backup() -> Iterator[OpenAIEmulator]:
     with OpenAIEmulator() as e:
         yield e

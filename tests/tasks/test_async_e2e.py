@@ -31,12 +31,6 @@ PRICE = 40_000  # micro-units: gpt-image-1 at 0.04 per image
 
 
 @pytest.fixture(scope="module")
-def emu() -> Iterator[OpenAIEmulator]:
-    with OpenAIEmulator() as e:
-        yield e
-
-
-@pytest.fixture(scope="module")
 def bfl() -> Iterator[BflEmulator]:
     with BflEmulator() as e:
         yield e

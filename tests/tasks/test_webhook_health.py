@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import httpx2 as httpx
 import pytest
@@ -16,12 +15,6 @@ from tests.harness import GatewayProcess, channel
 from tests.tasks.conftest import WebhookReceiver, submit, wait_task
 
 ADMIN = "admin-token-for-tests"
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[OpenAIEmulator]:
-    with OpenAIEmulator() as e:
-        yield e
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
 
 import pytest
 from standardwebhooks import Webhook
@@ -16,12 +15,6 @@ from tests.harness import GatewayProcess, channel
 from tests.tasks.conftest import WebhookReceiver, submit, wait_task, webhook_secret
 
 MAX_ATTEMPTS = 3
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[OpenAIEmulator]:
-    with OpenAIEmulator() as e:
-        yield e
 
 
 @pytest.fixture(scope="module")
