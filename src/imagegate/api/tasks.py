@@ -96,12 +96,17 @@ async def deliveries(state: AppState, task_id: str) -> list[dict[str, Any]]:
 _TASK_ID = re.compile(r"[0-9a-f]{32}")
 
 
-async def _own_task(state: AppState, principal_account: str, task_id: str) -> Task:
+async def _find_own(state: AppState, account_id: str, task_id: str) -> Task | None:
+    """The account's task ``task_id``; another account's is None exactly like a missing one (ids
+    are not a way to probe)."""
     task_id = task_id.lower()
-    # Another account's task is answered exactly like a missing one: ids are not a way to probe.
-    task = await TaskQueue(state.sessions).get(task_id, principal_account) if _TASK_ID.fullmatch(task_id) else None
+    return await TaskQueue(state.sessions).get(task_id, account_id) if _TASK_ID.fullmatch(task_id) else None
+
+
+async def _own_task(state: AppState, account_id: str, task_id: str) -> Task:
+    task = await _find_own(state, account_id, task_id)
     if task is None:
-        raise TaskNotFound(f"No task {task_id!r} exists for this API key's account.", param="task_id")
+        raise TaskNotFound(f"No task {task_id.lower()!r} exists for this API key's account.", param="task_id")
     return task
 
 
@@ -120,8 +125,7 @@ async def list_tasks(state: StateDep, principal: PrincipalDep, status: PublicSta
         wanted = status.upper()
         query = query.where(t.status.in_(TASK_ACTIVE) if wanted == IN_PROGRESS else t.status == wanted)
     if before is not None:
-        cursor = await TaskQueue(state.sessions).get(before.lower(), principal.account_id) \
-            if _TASK_ID.fullmatch(before.lower()) else None
+        cursor = await _find_own(state, principal.account_id, before)
         if cursor is None:
             raise InvalidRequest(f"before: no task {before!r} of this account to page from.", param="before")
         query = query.where(or_(t.submit_time < cursor.submit_time,
