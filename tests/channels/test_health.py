@@ -89,16 +89,22 @@ def test_every_channel_open_is_a_clear_503(gateway_factory: StartGateway) -> Non
         assert len(emu.calls) == 1
 
 
+def occupy(slow: OpenAIEmulator, c: OpenAI) -> threading.Thread:
+    """A request in the background that ``slow`` holds for 1.5 s, once it has reached ``slow``."""
+    slow.latency = 1.5
+    worker = threading.Thread(target=generate, args=(c,))
+    worker.start()
+    deadline = time.monotonic() + 5
+    while not slow.calls and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return worker
+
+
 def test_max_inflight_sends_the_overflow_to_the_next_channel_then_503_busy(gateway_factory: StartGateway) -> None:
     with OpenAIEmulator() as slow, OpenAIEmulator() as other:
         gw = gateway_factory(two_channels(slow, other, max_inflight=1))
         c = client(gw)
-        slow.latency = 1.5
-        worker = threading.Thread(target=generate, args=(c,))
-        worker.start()
-        deadline = time.monotonic() + 5
-        while not slow.calls and time.monotonic() < deadline:
-            time.sleep(0.02)
+        worker = occupy(slow, c)
         generate(c)  # "first" is at its cap: this one goes to "second"
         assert len(slow.calls) == 1 and len(other.calls) == 1
         worker.join()
@@ -107,12 +113,7 @@ def test_max_inflight_sends_the_overflow_to_the_next_channel_then_503_busy(gatew
         gw = gateway_factory({"local_model": False, "channels": [
             channel("capped", "openai", slow.url + "/v1", MODELS, max_inflight=1)]}, name="capped")
         c = client(gw)
-        slow.latency = 1.5
-        worker = threading.Thread(target=generate, args=(c,))
-        worker.start()
-        deadline = time.monotonic() + 5
-        while not slow.calls and time.monotonic() < deadline:
-            time.sleep(0.02)
+        worker = occupy(slow, c)
         with pytest.raises(openai.APIStatusError) as exc:
             generate(c)
         worker.join()
